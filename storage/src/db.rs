@@ -1,0 +1,473 @@
+//! `Db`: the data directory as a whole. Opens (lock, blocks, WAL replay), hands out appenders
+//! and queriers, and runs persistence (cut, compaction, retention) in the background.
+
+use crate::block::Block;
+use crate::error::{IoContext, Result, StorageError};
+use crate::head::{Head, HeadOptions, Mode};
+use crate::labels::{LabelRef, Labels};
+use crate::matcher::Matcher;
+use crate::series::Series;
+use crate::wal::{self, FsyncMode, Record, SamplesEncoder, Wal};
+use crate::AppendError;
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub head: HeadOptions,
+    pub wal_fsync: FsyncMode,
+    pub wal_fsync_interval: Duration,
+    pub wal_segment_bytes: u64,
+    /// Blocks whose newest sample is older than this (relative to the newest data) are deleted.
+    pub retention_ms: i64,
+    /// Oldest blocks are deleted while blocks + WAL exceed this many bytes (0: no size limit).
+    pub retention_bytes: u64,
+    /// Compaction merges blocks up to this span.
+    pub max_block_span_ms: i64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        let retention_ms = 15 * 24 * 3600 * 1000;
+        DbOptions {
+            head: HeadOptions::default(),
+            wal_fsync: FsyncMode::Interval,
+            wal_fsync_interval: Duration::from_secs(1),
+            wal_segment_bytes: 128 << 20,
+            retention_ms,
+            retention_bytes: 0,
+            // As Prometheus: a tenth of the retention, at most 31 days.
+            max_block_span_ms: (retention_ms / 10).min(31 * 24 * 3600 * 1000),
+        }
+    }
+}
+
+/// Counters and gauges for `/metrics`; plain atomics so the hot path pays one add.
+#[derive(Default, Debug)]
+pub struct DbStats {
+    pub samples_appended: AtomicU64,
+    pub samples_rejected_out_of_order: AtomicU64,
+    pub samples_rejected_duplicate: AtomicU64,
+    pub samples_rejected_limit: AtomicU64,
+    pub samples_rejected_other: AtomicU64,
+    pub wal_corruptions: AtomicU64,
+    pub wal_truncated_bytes: AtomicU64,
+    pub wal_replay_dropped_samples: AtomicU64,
+    pub wal_replay_seconds_x1000: AtomicU64,
+    pub blocks_dropped: AtomicU64,
+    pub blocks_cut: AtomicU64,
+    pub compactions: AtomicU64,
+    pub blocks_deleted_by_retention: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub opts: DbOptions,
+    pub head: Head,
+    pub wal: Wal,
+    /// Open blocks sorted by min time. Readers clone the list (Arc bumps) and let go at once;
+    /// written only when persistence swaps blocks in or out.
+    pub blocks: RwLock<Vec<Arc<Block>>>,
+    /// Serialises cut, compaction, retention and checkpoints (one persistence job at a time).
+    pub persist: Mutex<()>,
+    pub stats: DbStats,
+    inflight: AtomicUsize,
+    closed: AtomicBool,
+    _lock: File,
+}
+
+/// The time-series database over one data directory.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the data directory: takes its lock, opens blocks (moving
+    /// unreadable ones aside), replays the WAL and starts a fresh WAL segment.
+    pub fn open(dir: &Path, opts: DbOptions) -> Result<Db> {
+        fs::create_dir_all(dir).ctx(|| format!("creating data directory {}", dir.display()))?;
+        let lock = lock_dir(dir)?;
+        let stats = DbStats::default();
+        let blocks = open_blocks(dir, &stats)?;
+        let head = Head::new(opts.head.clone());
+        let started = Instant::now();
+        replay_wal(&dir.join("wal"), &head, &stats)?;
+        stats.wal_replay_seconds_x1000.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let wal = Wal::open(&dir.join("wal"), opts.wal_fsync, opts.wal_segment_bytes)?;
+        tracing::info!(
+            series = head.num_series(),
+            blocks = blocks.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage opened"
+        );
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            opts,
+            head,
+            wal,
+            blocks: RwLock::new(blocks),
+            persist: Mutex::new(()),
+            stats,
+            inflight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        };
+        Ok(Db { inner: Arc::new(inner) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &DbOptions {
+        &self.inner.opts
+    }
+
+    pub fn stats(&self) -> &DbStats {
+        &self.inner.stats
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.inner.head
+    }
+
+    pub fn appender(&self) -> Result<Appender<'_>> {
+        self.inner.inflight.fetch_add(1, Ordering::SeqCst);
+        if self.inner.closed.load(Ordering::SeqCst) {
+            self.inner.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Err(StorageError::Closed);
+        }
+        Ok(Appender { db: &self.inner, enc: SamplesEncoder::default(), accepted: 0 })
+    }
+
+    pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
+        let blocks = self.inner.blocks.read().iter().filter(|b| b.overlaps(mint, maxt)).cloned().collect();
+        Querier { inner: self.inner.clone(), blocks, mint, maxt }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.inner.head.num_series()
+    }
+
+    pub fn blocks(&self) -> Vec<Arc<Block>> {
+        self.inner.blocks.read().clone()
+    }
+
+    /// fsyncs the WAL (the interval-mode timer calls this).
+    pub fn sync_wal(&self) -> Result<()> {
+        self.inner.wal.sync()
+    }
+
+    /// Stops new appends, waits for in-flight ones, and syncs the WAL.
+    pub fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        while self.inner.inflight.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.inner.wal.sync()
+    }
+
+    /// Starts the WAL fsync timer (interval mode) and periodic persistence; both stop when
+    /// the last `Db` handle is dropped or `close` is called.
+    pub fn start_background(&self, persist_every: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("tsdb-background".into())
+            .spawn(move || {
+                let mut last_persist = Instant::now();
+                loop {
+                    let tick = match weak.upgrade() {
+                        Some(inner) => inner.opts.wal_fsync_interval.min(Duration::from_secs(1)),
+                        None => return,
+                    };
+                    std::thread::sleep(tick);
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if inner.opts.wal_fsync == FsyncMode::Interval {
+                        if let Err(e) = inner.wal.sync() {
+                            tracing::error!(error = %e, "WAL fsync failed");
+                        }
+                    }
+                    if last_persist.elapsed() >= persist_every {
+                        last_persist = Instant::now();
+                        if let Err(e) = (Db { inner }).persist_due() {
+                            tracing::error!(error = %e, "persisting head into blocks failed");
+                        }
+                    }
+                }
+            })
+            .expect("spawning the storage background thread");
+    }
+}
+
+/// Buffers one batch's samples for the WAL; each `append` is visible to readers at once, and
+/// `commit` writes the batch as one WAL record before returning.
+pub struct Appender<'a> {
+    db: &'a Inner,
+    enc: SamplesEncoder,
+    accepted: usize,
+}
+
+impl Appender<'_> {
+    /// Appends one sample. `labels` should be sorted by name; unsorted input is sorted here,
+    /// labels with empty values are dropped, and empty or repeated names are rejected.
+    pub fn append(&mut self, labels: &[LabelRef<'_>], t: i64, v: f64) -> Result<(), AppendError> {
+        let clean = labels.windows(2).all(|w| w[0].name < w[1].name)
+            && labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty());
+        let r = if clean {
+            self.append_sorted(labels, t, v)?
+        } else {
+            let mut sorted: Vec<LabelRef<'_>> = labels.iter().copied().filter(|l| !l.value.is_empty()).collect();
+            sorted.sort();
+            if sorted.iter().any(|l| l.name.is_empty()) {
+                return Err(AppendError::InvalidLabels("empty label name"));
+            }
+            if sorted.windows(2).any(|w| w[0].name == w[1].name) {
+                return Err(AppendError::InvalidLabels("duplicate label name"));
+            }
+            self.append_sorted(&sorted, t, v)?
+        };
+        self.enc.add(r, t, v);
+        self.accepted += 1;
+        Ok(())
+    }
+
+    fn append_sorted(&mut self, labels: &[LabelRef<'_>], t: i64, v: f64) -> Result<u64, AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::InvalidLabels("empty label set"));
+        }
+        let wal = &self.db.wal;
+        let res = self.db.head.append(labels, t, v, Mode::Live, &mut |r, l| wal.log_series(r, l));
+        if let Err(e) = &res {
+            let s = &self.db.stats;
+            let c = match e {
+                AppendError::OutOfOrder { .. } => &s.samples_rejected_out_of_order,
+                AppendError::Duplicate { .. } => &s.samples_rejected_duplicate,
+                AppendError::SeriesLimit { .. } => &s.samples_rejected_limit,
+                _ => &s.samples_rejected_other,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// Writes the batch to the WAL (fsynced in `batch` mode). Returns the samples accepted.
+    pub fn commit(mut self) -> Result<usize> {
+        self.flush()?;
+        Ok(self.accepted)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.enc.is_empty() {
+            return Ok(());
+        }
+        let res = self.db.wal.log_samples(&self.enc.buf);
+        self.enc.clear();
+        self.db.stats.samples_appended.fetch_add(self.accepted as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        // Samples are already visible in the head; keep the WAL a superset of it.
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "WAL write of an uncommitted batch failed");
+        }
+        self.db.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A read view over the head and the blocks that overlap [mint, maxt] at creation time.
+pub struct Querier {
+    inner: Arc<Inner>,
+    blocks: Vec<Arc<Block>>,
+    mint: i64,
+    maxt: i64,
+}
+
+impl Querier {
+    /// Series matching every matcher, sorted by labels, each merging all its sources.
+    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>> {
+        let mut all = self.inner.head.select(matchers, self.mint, self.maxt);
+        for b in &self.blocks {
+            all.extend(b.select(matchers, self.mint, self.maxt)?);
+        }
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut out: Vec<Series> = Vec::with_capacity(all.len());
+        for s in all {
+            match out.last_mut() {
+                Some(last) if last.labels == s.labels => last.chunks.extend(s.chunks),
+                _ => out.push(s),
+            }
+        }
+        Ok(out)
+    }
+
+    fn matching_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        let mut all = self.inner.head.select_labels(matchers, self.mint, self.maxt);
+        for b in &self.blocks {
+            all.extend(b.select_labels(matchers, self.mint, self.maxt));
+        }
+        all
+    }
+
+    /// Label names of series matching `matchers` (all series when empty), sorted.
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        let mut names: Vec<String> = if matchers.is_empty() {
+            let mut n = self.inner.head.label_names();
+            for b in &self.blocks {
+                n.extend(b.index.label_names());
+            }
+            n
+        } else {
+            self.matching_labels(matchers)
+                .iter()
+                .flat_map(|l| l.iter().map(|x| x.name.to_string()).collect::<Vec<_>>())
+                .collect()
+        };
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Values of label `name` among series matching `matchers`, sorted.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        use crate::postings::PostingsSource;
+        let mut values: Vec<String> = if matchers.is_empty() {
+            let mut v = self.inner.head.label_values(name);
+            for b in &self.blocks {
+                v.extend(b.index.label_values(name));
+            }
+            v
+        } else {
+            self.matching_labels(matchers).iter().filter_map(|l| l.get(name).map(str::to_string)).collect()
+        };
+        values.sort();
+        values.dedup();
+        values
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .ctx(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on an fd we own; released when the file is closed (also on crash).
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        let holder = if holder.trim().is_empty() { "unknown holder".to_string() } else { holder.trim().to_string() };
+        return Err(StorageError::Locked { path: dir.to_path_buf(), holder });
+    }
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let me = format!("pid {} on {}", std::process::id(), host.trim());
+    f.set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| f.write_all(me.as_bytes()))
+        .ctx(|| format!("writing {}", path.display()))?;
+    Ok(f)
+}
+
+fn open_blocks(dir: &Path, stats: &DbStats) -> Result<Vec<Arc<Block>>> {
+    let bdir = dir.join("blocks");
+    fs::create_dir_all(&bdir).ctx(|| format!("creating {}", bdir.display()))?;
+    let mut blocks = Vec::new();
+    for e in fs::read_dir(&bdir).ctx(|| format!("reading {}", bdir.display()))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let path = e.path();
+        if name.ends_with(".tmp") || name.ends_with(".deleting") {
+            // An interrupted write or delete: the block was never (or no longer) live.
+            let _ = fs::remove_dir_all(&path);
+            continue;
+        }
+        if name.ends_with(".corrupt") {
+            continue;
+        }
+        match Block::open(&path) {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(err) => {
+                let aside = bdir.join(format!("{name}.corrupt"));
+                tracing::error!(block = %name, error = %err, moved_to = %aside.display(), "dropping unreadable block");
+                let _ = fs::rename(&path, &aside);
+                stats.blocks_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
+    Ok(blocks)
+}
+
+fn replay_wal(dir: &Path, head: &Head, stats: &DbStats) -> Result<()> {
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let files = wal::list(dir)?;
+    let mut order: Vec<PathBuf> = files.checkpoint.iter().map(|c| c.1.clone()).collect();
+    order.extend(files.segments.iter().map(|s| s.1.clone()));
+    let total = order.len();
+    let mut remap: FxHashMap<u64, u64> = FxHashMap::default();
+    let (mut series, mut samples, mut dropped) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for (i, path) in order.iter().enumerate() {
+        let (valid, len) = wal::read_records(path, |rec| match rec {
+            Record::Series(list) => {
+                for (logged, labels) in list {
+                    let r = head.create_replayed(logged, &labels);
+                    if r != logged {
+                        remap.insert(logged, r);
+                    }
+                    series += 1;
+                }
+            }
+            Record::Samples(dec) => {
+                for (r, t, v) in dec {
+                    let r = remap.get(&r).copied().unwrap_or(r);
+                    match head.append_ref(r, t, v) {
+                        Ok(()) => samples += 1,
+                        Err(_) => dropped += 1,
+                    }
+                }
+            }
+        })?;
+        if valid < len {
+            // A torn or corrupt tail: keep what precedes it, drop it and everything after.
+            stats.wal_corruptions.fetch_add(1, Ordering::Relaxed);
+            let mut lost = len - valid;
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(valid))
+                .ctx(|| format!("truncating {}", path.display()))?;
+            for later in &order[i + 1..] {
+                lost += fs::metadata(later).map(|m| m.len()).unwrap_or(0);
+                let _ = fs::remove_file(later);
+            }
+            stats.wal_truncated_bytes.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(file = %path.display(), valid_bytes = valid, dropped_bytes = lost, "WAL corruption: truncated at the last good record");
+            break;
+        }
+        if total > 1 {
+            tracing::info!(file = %path.display(), done = i + 1, total, "WAL replay progress");
+        }
+    }
+    stats.wal_replay_dropped_samples.store(dropped, Ordering::Relaxed);
+    if total > 0 {
+        tracing::info!(series, samples, dropped, elapsed_ms = started.elapsed().as_millis() as u64, "WAL replay done");
+    }
+    Ok(())
+}

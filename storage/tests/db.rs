@@ -1,0 +1,175 @@
+//! Storage behaviour through the public API: append, query, restart, flush, compaction.
+
+use toolwatch_storage::{AppendError, Db, DbOptions, HeadOptions, LabelRef, Labels, MatchOp, Matcher};
+
+fn lr<'a>(pairs: &'a [(&'a str, &'a str)]) -> Vec<LabelRef<'a>> {
+    pairs.iter().map(|(n, v)| LabelRef { name: n, value: v }).collect()
+}
+
+fn samples(db: &Db, matchers: &[Matcher]) -> Vec<(String, Vec<(i64, u64)>)> {
+    db.querier(i64::MIN, i64::MAX)
+        .select(matchers)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.labels.to_string(), s.iter().map(|(t, v)| (t, v.to_bits())).collect()))
+        .collect()
+}
+
+const HOUR: i64 = 3600 * 1000;
+
+#[test]
+fn append_query_restart_flush_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+    let vals = [1.0, -0.0, stale, f64::INFINITY, f64::NEG_INFINITY, f64::from_bits(0x7ff8_dead_beef_0001)];
+    {
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let mut app = db.appender().unwrap();
+        for (i, v) in vals.iter().enumerate() {
+            app.append(&lr(&[("__name__", "up"), ("job", "a")]), i as i64 * 15_000, *v).unwrap();
+        }
+        // Unsorted labels are sorted, empty values dropped.
+        app.append(&lr(&[("job", "b"), ("__name__", "up"), ("x", "")]), 0, 7.0).unwrap();
+        assert_eq!(app.commit().unwrap(), vals.len() + 1);
+        db.close().unwrap();
+    }
+    let want_a: Vec<(i64, u64)> = vals.iter().enumerate().map(|(i, v)| (i as i64 * 15_000, v.to_bits())).collect();
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let got = samples(&db, &[Matcher::eq("__name__", "up")]);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], (r#"{__name__="up", job="a"}"#.to_string(), want_a.clone()));
+    assert_eq!(got[1].1, vec![(0, 7f64.to_bits())]);
+
+    let report = db.flush().unwrap();
+    assert_eq!(report.blocks_written.len(), 1);
+    assert_eq!(db.head().num_series(), 0, "flushed series without recent samples leave the head");
+    assert_eq!(samples(&db, &[Matcher::eq("job", "a")])[0].1, want_a);
+    drop(db);
+    // From blocks only, after a restart: the WAL checkpoint holds nothing.
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    assert_eq!(samples(&db, &[Matcher::eq("job", "a")])[0].1, want_a);
+    assert_eq!(db.querier(0, i64::MAX).label_values("job", &[]), vec!["a", "b"]);
+    assert_eq!(db.querier(0, i64::MAX).label_names(&[Matcher::eq("job", "a")]), vec!["__name__", "job"]);
+}
+
+#[test]
+fn ordering_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts =
+        DbOptions { head: HeadOptions { out_of_order_window_ms: 60_000, ..Default::default() }, ..Default::default() };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let l = lr(&[("__name__", "m")]);
+    let mut app = db.appender().unwrap();
+    // A new series takes any timestamp >= 0, far in the past too.
+    app.append(&l, 1_000_000, 1.0).unwrap();
+    app.append(&l, 1_000_000, 1.0).unwrap();
+    assert_eq!(app.append(&l, 1_000_000, 2.0), Err(AppendError::Duplicate { t: 1_000_000 }));
+    app.append(&l, 990_000, 0.5).unwrap();
+    assert_eq!(app.append(&l, 990_000, 0.6), Err(AppendError::Duplicate { t: 990_000 }));
+    assert!(matches!(app.append(&l, 900_000, 0.1), Err(AppendError::OutOfOrder { .. })));
+    assert!(matches!(app.append(&l, -1, 0.1), Err(AppendError::NegativeTimestamp { .. })));
+    app.append(&l, 1_010_000, 3.0).unwrap();
+    app.append(&lr(&[("__name__", "old")]), 5, 1.0).unwrap();
+    app.commit().unwrap();
+    let want = vec![(990_000, 0.5f64.to_bits()), (1_000_000, 1f64.to_bits()), (1_010_000, 3f64.to_bits())];
+    assert_eq!(samples(&db, &[Matcher::eq("__name__", "m")])[0].1, want);
+    drop(db);
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    assert_eq!(samples(&db, &[Matcher::eq("__name__", "m")])[0].1, want, "out-of-order data survives replay");
+    db.flush().unwrap();
+    assert_eq!(samples(&db, &[Matcher::eq("__name__", "m")])[0].1, want, "and a flush");
+}
+
+#[test]
+fn series_limit_rejects_only_new_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { head: HeadOptions { max_series: 2, ..Default::default() }, ..Default::default() };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let mut app = db.appender().unwrap();
+    app.append(&lr(&[("__name__", "a")]), 1, 1.0).unwrap();
+    app.append(&lr(&[("__name__", "b")]), 1, 1.0).unwrap();
+    let err = app.append(&lr(&[("__name__", "c")]), 1, 1.0).unwrap_err();
+    assert_eq!(err, AppendError::SeriesLimit { limit: 2 });
+    assert!(err.to_string().contains("storage.max_series = 2"));
+    app.append(&lr(&[("__name__", "a")]), 2, 1.0).unwrap();
+    app.commit().unwrap();
+}
+
+#[test]
+fn matchers_and_label_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let mut app = db.appender().unwrap();
+    for tool in ["search", "fetch", "write"] {
+        for status in ["ok", "error"] {
+            app.append(&lr(&[("__name__", "mcp_tool_calls_total"), ("status", status), ("tool", tool)]), 1000, 1.0)
+                .unwrap();
+        }
+    }
+    app.append(&lr(&[("__name__", "up")]), 1000, 1.0).unwrap();
+    app.commit().unwrap();
+    let names = |ms: Vec<Matcher>| -> Vec<String> { samples(&db, &ms).into_iter().map(|s| s.0).collect() };
+    let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
+    assert_eq!(names(vec![m(MatchOp::Regex, "tool", "search|fetch"), Matcher::eq("status", "ok")]).len(), 2);
+    assert_eq!(
+        names(vec![m(MatchOp::NotEqual, "tool", "search"), Matcher::eq("__name__", "mcp_tool_calls_total")]).len(),
+        4
+    );
+    assert_eq!(names(vec![Matcher::eq("tool", "")]), vec![r#"{__name__="up"}"#]);
+    assert_eq!(names(vec![m(MatchOp::Regex, "tool", "s.*")]).len(), 2);
+    assert_eq!(names(vec![m(MatchOp::Regex, "__name__", ".+")]).len(), 7);
+    assert_eq!(
+        db.querier(0, 2000).label_values("tool", &[Matcher::eq("status", "ok")]),
+        vec!["fetch", "search", "write"]
+    );
+    assert!(db.querier(5000, 6000).label_values("tool", &[Matcher::eq("status", "ok")]).is_empty());
+}
+
+#[test]
+fn cut_compact_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { retention_ms: 7 * HOUR, max_block_span_ms: 6 * HOUR, ..Default::default() };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let mut want: Vec<(i64, u64)> = Vec::new();
+    // 14h of data, 1 sample a minute, persisted as it goes.
+    for i in 0..(14 * 60) {
+        let t = i * 60_000;
+        let mut app = db.appender().unwrap();
+        app.append(&lr(&[("__name__", "g"), ("i", "1")]), t, i as f64).unwrap();
+        app.commit().unwrap();
+        want.push((t, (i as f64).to_bits()));
+        if i % 60 == 0 {
+            db.persist_due().unwrap();
+        }
+    }
+    db.flush().unwrap();
+    let blocks = db.blocks();
+    assert!(
+        blocks.iter().any(|b| b.meta.level > 1),
+        "compaction merged blocks: {:?}",
+        blocks.iter().map(|b| &b.meta).collect::<Vec<_>>()
+    );
+    assert!(blocks.iter().all(|b| b.meta.max_time - b.meta.min_time < 6 * HOUR));
+    let got = samples(&db, &[Matcher::eq("__name__", "g")]);
+    let oldest_kept = got[0].1[0].0;
+    // Retention drops whole blocks: the compacted [0h, 6h) block ends before now - 7h.
+    assert_eq!(oldest_kept, 6 * HOUR, "retention removed the oldest block only");
+    let tail: Vec<_> = want.iter().copied().filter(|s| s.0 >= oldest_kept).collect();
+    assert_eq!(got[0].1, tail);
+    drop(db);
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!(samples(&db, &[Matcher::eq("__name__", "g")])[0].1, tail);
+}
+
+#[test]
+fn second_open_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let err = Db::open(dir.path(), DbOptions::default()).err().expect("second open fails").to_string();
+    assert!(err.contains("locked") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+}
+
+#[test]
+fn labels_display() {
+    assert_eq!(Labels::from_pairs(&[("a", "x\"y")]).to_string(), r#"{a="x\"y"}"#);
+}
