@@ -1,1 +1,75 @@
-fn main() {}
+//! toolwatch: a time-series store and alerting engine for MCP telemetry, in one binary.
+
+mod config;
+mod server;
+mod telemetry;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "toolwatch",
+    version,
+    about = "Time-series store and alerting engine for MCP telemetry.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// Address to serve HTTP on (remote-write, query API, /metrics, /-/healthy, /-/ready).
+    /// Overrides `listen` from the config file. Default: 127.0.0.1:9201.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Directory for the WAL and blocks; locked while the server runs. Overrides `data_dir`
+    /// from the config file. Default: ./data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// YAML config file (see docs/configuration.md). Flags given on the command line win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let args = match cli.cmd {
+        Some(Cmd::Serve(a)) => a,
+        None => cli.serve,
+    };
+    if let Err(e) = run(args) {
+        eprintln!("toolwatch: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: ServeArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(server::run(cfg))
+}

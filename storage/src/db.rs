@@ -81,7 +81,7 @@ pub(crate) struct Inner {
     pub stats: DbStats,
     inflight: AtomicUsize,
     closed: AtomicBool,
-    _lock: File,
+    _lock: DataDirLock,
 }
 
 /// The time-series database over one data directory.
@@ -90,12 +90,22 @@ pub struct Db {
     pub(crate) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.inner.dir).field("series", &self.num_series()).finish()
+    }
+}
+
 impl Db {
     /// Opens (creating if needed) the data directory: takes its lock, opens blocks (moving
     /// unreadable ones aside), replays the WAL and starts a fresh WAL segment.
     pub fn open(dir: &Path, opts: DbOptions) -> Result<Db> {
-        fs::create_dir_all(dir).ctx(|| format!("creating data directory {}", dir.display()))?;
-        let lock = lock_dir(dir)?;
+        Db::open_locked(DataDirLock::acquire(dir)?, dir, opts)
+    }
+
+    /// As `open`, with the lock taken beforehand (the server locks before it binds its port,
+    /// so a second instance fails on the lock and names its holder).
+    pub fn open_locked(lock: DataDirLock, dir: &Path, opts: DbOptions) -> Result<Db> {
         let stats = DbStats::default();
         let blocks = open_blocks(dir, &stats)?;
         let head = Head::new(opts.head.clone());
@@ -357,6 +367,16 @@ impl Querier {
         values.sort();
         values.dedup();
         values
+    }
+}
+
+/// An exclusive `flock` on `<data-dir>/lock`, released when dropped or when the process dies.
+pub struct DataDirLock(#[allow(dead_code)] File);
+
+impl DataDirLock {
+    pub fn acquire(dir: &Path) -> Result<DataDirLock> {
+        fs::create_dir_all(dir).ctx(|| format!("creating data directory {}", dir.display()))?;
+        lock_dir(dir).map(DataDirLock)
     }
 }
 

@@ -23,7 +23,7 @@ pub mod series;
 pub mod wal;
 
 pub use compact::PersistReport;
-pub use db::{Appender, Db, DbOptions, DbStats, Querier};
+pub use db::{Appender, DataDirLock, Db, DbOptions, DbStats, Querier};
 pub use error::{AppendError, Result, StorageError};
 pub use head::{Head, HeadOptions, SeriesRef};
 pub use labels::{Label, LabelRef, Labels, METRIC_NAME};

@@ -1,0 +1,203 @@
+//! The YAML config file. Every field has a default, so an empty file (or none) runs; each is
+//! documented in docs/configuration.md. Only this module reads the file; crates get typed
+//! options built from it.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toolwatch_ingest::IngestLimits;
+use toolwatch_storage::{DbOptions, FsyncMode, HeadOptions};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9201".into(),
+            data_dir: PathBuf::from("./data"),
+            log_level: "info".into(),
+            storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub out_of_order_window: Duration,
+    pub max_series: usize,
+    pub wal_fsync: FsyncMode,
+    #[serde(deserialize_with = "de_duration")]
+    pub wal_fsync_interval: Duration,
+    pub wal_segment_bytes: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub block_range: Duration,
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub max_block_span: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    pub retention_time: Duration,
+    pub retention_bytes: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub persist_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            out_of_order_window: Duration::ZERO,
+            max_series: 0,
+            wal_fsync: FsyncMode::Interval,
+            wal_fsync_interval: Duration::from_secs(1),
+            wal_segment_bytes: 128 << 20,
+            block_range: Duration::from_secs(2 * 3600),
+            max_block_span: None,
+            retention_time: Duration::from_secs(15 * 24 * 3600),
+            retention_bytes: 0,
+            persist_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let d = IngestLimits::default();
+        IngestConfig { max_body_bytes: d.max_body_bytes, max_decompressed_bytes: d.max_decompressed_bytes }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let cfg: Config =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.storage.block_range.as_millis() == 0 {
+            bail!("storage.block_range must be positive");
+        }
+        if self.storage.wal_segment_bytes < 1 << 20 {
+            bail!("storage.wal_segment_bytes must be at least 1MiB");
+        }
+        Ok(())
+    }
+
+    pub fn db_options(&self) -> DbOptions {
+        let s = &self.storage;
+        let retention_ms = s.retention_time.as_millis() as i64;
+        DbOptions {
+            head: HeadOptions {
+                out_of_order_window_ms: s.out_of_order_window.as_millis() as i64,
+                max_series: s.max_series,
+                block_range_ms: s.block_range.as_millis() as i64,
+            },
+            wal_fsync: s.wal_fsync,
+            wal_fsync_interval: s.wal_fsync_interval,
+            wal_segment_bytes: s.wal_segment_bytes,
+            retention_ms,
+            retention_bytes: s.retention_bytes,
+            max_block_span_ms: s
+                .max_block_span
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or((retention_ms / 10).min(31 * 24 * 3600 * 1000)),
+        }
+    }
+
+    pub fn ingest_limits(&self) -> IngestLimits {
+        IngestLimits {
+            max_body_bytes: self.ingest.max_body_bytes,
+            max_decompressed_bytes: self.ingest.max_decompressed_bytes,
+        }
+    }
+}
+
+/// Prometheus duration syntax: `1y2w3d4h5m6s7ms` (units in descending order), or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let units: [(&str, u64); 8] = [
+        ("ms", 1),
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("", 0),
+    ];
+    let mut rest = s;
+    let mut total: u64 = 0;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            bail!("invalid duration {s:?}: expected a number before {rest:?}");
+        }
+        let n: u64 = rest[..digits].parse().with_context(|| format!("invalid duration {s:?}"))?;
+        rest = &rest[digits..];
+        let Some((unit, ms)) = units.iter().find(|(u, _)| !u.is_empty() && rest.starts_with(u)) else {
+            bail!("invalid duration {s:?}: unit must be one of y, w, d, h, m, s, ms");
+        };
+        total = total.saturating_add(n.saturating_mul(*ms));
+        rest = &rest[unit.len()..];
+    }
+    Ok(Duration::from_millis(total))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("15d").unwrap(), Duration::from_secs(15 * 86400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn yaml_with_defaults_and_unknown_fields() {
+        let c: Config = serde_yaml::from_str("storage:\n  out_of_order_window: 10m\n  wal_fsync: batch\n").unwrap();
+        assert_eq!(c.storage.out_of_order_window, Duration::from_secs(600));
+        assert_eq!(c.storage.wal_fsync, FsyncMode::Batch);
+        assert_eq!(c.listen, "127.0.0.1:9201");
+        assert!(serde_yaml::from_str::<Config>("storage:\n  bogus: 1\n").is_err());
+    }
+}

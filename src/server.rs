@@ -1,0 +1,130 @@
+//! Composes the HTTP app from the crates' routers, adds the binary's own endpoints (health,
+//! readiness, metrics, admin) and request telemetry, and runs it until a signal arrives.
+
+use crate::config::Config;
+use crate::telemetry::{HttpLabels, Telemetry};
+use anyhow::{Context, Result};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use toolwatch_ingest::IngestState;
+use toolwatch_storage::{DataDirLock, Db};
+
+#[derive(Clone)]
+struct AppState {
+    db: Arc<OnceLock<Db>>,
+    telemetry: Arc<Telemetry>,
+}
+
+pub fn router(db: Arc<OnceLock<Db>>, telemetry: Arc<Telemetry>, cfg: &Config) -> Router {
+    let st = AppState { db: db.clone(), telemetry: telemetry.clone() };
+    let own = Router::new()
+        .route("/-/healthy", get(|| async { "toolwatch is Healthy.\n" }))
+        .route("/-/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/admin/flush", post(flush))
+        .with_state(st.clone());
+    own.merge(toolwatch_ingest::router(Arc::new(IngestState { db, limits: cfg.ingest_limits() })))
+        .layer(middleware::from_fn_with_state(st, count_requests))
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    match st.db.get() {
+        Some(_) => (StatusCode::OK, "toolwatch is Ready.\n").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: WAL replay in progress.\n").into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let body = st.telemetry.encode();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+fn api_error(code: StatusCode, error_type: &str, msg: String) -> Response {
+    (code, Json(serde_json::json!({"status": "error", "errorType": error_type, "error": msg}))).into_response()
+}
+
+async fn flush(State(st): State<AppState>) -> Response {
+    let Some(db) = st.db.get().cloned() else {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "storage is starting (WAL replay in progress)".into(),
+        );
+    };
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(Ok(report)) => Json(serde_json::json!({"status": "success", "data": report})).into_response(),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn count_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let handler =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    st.telemetry.http_requests.get_or_create(&HttpLabels { handler, code: resp.status().as_u16() }).inc();
+    resp
+}
+
+/// Runs the server: lock the data dir, bind, serve (ready once the WAL is replayed), and on
+/// SIGTERM/SIGINT stop accepting, let in-flight requests finish, sync the WAL and return.
+pub async fn run(cfg: Config) -> Result<()> {
+    let lock = DataDirLock::acquire(&cfg.data_dir).context("cannot use the data directory")?;
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "toolwatch starting");
+    let cell: Arc<OnceLock<Db>> = Arc::new(OnceLock::new());
+    let telemetry = Arc::new(Telemetry::new(cell.clone()));
+    let app = router(cell.clone(), telemetry, &cfg);
+
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    let (dir, opts, persist_every, cell2) =
+        (cfg.data_dir.clone(), cfg.db_options(), cfg.storage.persist_interval, cell.clone());
+    tokio::task::spawn_blocking(move || match Db::open_locked(lock, &dir, opts) {
+        Ok(db) => {
+            db.start_background(persist_every);
+            let _ = cell2.set(db);
+            tracing::info!("ready");
+        }
+        Err(e) => {
+            let _ = fatal_tx.blocking_send(anyhow::Error::new(e).context("opening storage"));
+        }
+    });
+
+    let fatal = Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
+    let fatal2 = fatal.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
+            Some(e) = fatal_rx.recv() => *fatal2.lock().expect("fatal slot") = Some(e),
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    if let Some(e) = fatal.lock().expect("fatal slot").take() {
+        return Err(e);
+    }
+    if let Some(db) = cell.get() {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || db.close()).await?.context("syncing the WAL on shutdown")?;
+        tracing::info!("WAL synced, bye");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    // Give a moment for the log line to flush in tests that read stderr.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
