@@ -2,7 +2,7 @@
 //! written once through `BlockWriter` and read through mmap. Format: docs/format/chunks.md,
 //! docs/format/index.md, docs/format/block.md.
 
-use crate::chunk::{XorAppender, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use crate::chunk::{encode_best, ENCODING_INT, ENCODING_XOR, SAMPLES_PER_CHUNK};
 use crate::error::{corrupt, IoContext, Result};
 use crate::index::{write_index, ChunkMeta, IndexReader};
 use crate::labels::Labels;
@@ -102,12 +102,9 @@ impl BlockWriter {
         debug_assert!(self.series.last().is_none_or(|(l, _)| *l < labels), "series out of order");
         let mut metas = Vec::with_capacity(samples.len() / SAMPLES_PER_CHUNK as usize + 1);
         for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
-            let mut app = XorAppender::new();
-            for &(t, v) in part {
-                app.append(t, v);
-            }
+            let (enc, data) = encode_best(part);
             metas.push(ChunkMeta { mint: part[0].0, maxt: part[part.len() - 1].0, offset: self.offset });
-            self.write_chunk(ENCODING_XOR, app.bytes())?;
+            self.write_chunk(enc, &data)?;
         }
         self.meta.min_time = self.meta.min_time.min(samples[0].0);
         self.meta.max_time = self.meta.max_time.max(samples[samples.len() - 1].0);
@@ -237,11 +234,11 @@ impl Block {
                     format!("chunk at {} fails its checksum", m.offset),
                 )
             })?;
-            if enc != ENCODING_XOR {
+            if enc != ENCODING_XOR && enc != ENCODING_INT {
                 return Err(corrupt(self.dir.display().to_string(), format!("unknown chunk encoding {enc}")));
             }
             let bytes = ChunkBytes::Mapped { map: self.chunks.clone(), start, len };
-            chunks.push(ChunkSrc { mint: m.mint, maxt: m.maxt, data: ChunkData::Xor(bytes) });
+            chunks.push(ChunkSrc { mint: m.mint, maxt: m.maxt, data: ChunkData::Encoded(enc, bytes) });
         }
         Ok(chunks)
     }

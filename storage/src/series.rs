@@ -1,7 +1,7 @@
 //! What a query gets back: a series' labels plus the chunks that hold its samples in the asked
 //! range, from the head, its out-of-order buffer and blocks, merged into one ordered iterator.
 
-use crate::chunk::XorIter;
+use crate::chunk::{decode, XorIter};
 use crate::labels::Labels;
 use memmap2::Mmap;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub struct ChunkSrc {
 #[derive(Clone)]
 pub enum ChunkData {
     Xor(ChunkBytes),
+    /// A block chunk with its encoding byte (`chunk::ENCODING_*`).
+    Encoded(u8, ChunkBytes),
     /// Sorted raw samples (out-of-order buffer); tiny by construction.
     Raw(Arc<[(i64, f64)]>),
 }
@@ -41,6 +43,7 @@ impl ChunkSrc {
     pub fn samples(&self) -> Box<dyn Iterator<Item = (i64, f64)> + '_> {
         match &self.data {
             ChunkData::Xor(b) => Box::new(XorIter::new(b.as_slice())),
+            ChunkData::Encoded(enc, b) => decode(*enc, b.as_slice()),
             ChunkData::Raw(s) => Box::new(s.iter().copied()),
         }
     }

@@ -103,6 +103,84 @@ impl<'a> BitReader<'a> {
     }
 }
 
+#[inline]
+pub fn fits(v: i64, bits: u32) -> bool {
+    let lim = 1i64 << (bits - 1);
+    -lim <= v && v < lim
+}
+
+#[inline]
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+pub fn write_varint(w: &mut BitWriter, mut u: u64) {
+    while u >= 0x80 {
+        w.write_byte((u as u8) | 0x80);
+        u >>= 7;
+    }
+    w.write_byte(u as u8);
+}
+
+pub fn read_varint(r: &mut BitReader<'_>) -> Option<u64> {
+    let mut out = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = r.read_byte()?;
+        out |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Sign-extends the low `bits` of `v`.
+#[inline]
+pub fn sign_extend(v: u64, bits: u8) -> i64 {
+    let shift = 64 - bits as u32;
+    ((v << shift) as i64) >> shift
+}
+
+/// Timestamp delta-of-delta buckets, sized for scrape jitter: regular series take 1 bit.
+#[inline]
+pub fn write_dod(w: &mut BitWriter, dod: i64) {
+    if dod == 0 {
+        w.write_bit(false);
+    } else if fits(dod, 14) {
+        w.write_bits(0b10, 2);
+        w.write_bits(dod as u64, 14);
+    } else if fits(dod, 17) {
+        w.write_bits(0b110, 3);
+        w.write_bits(dod as u64, 17);
+    } else if fits(dod, 20) {
+        w.write_bits(0b1110, 4);
+        w.write_bits(dod as u64, 20);
+    } else {
+        w.write_bits(0b1111, 4);
+        w.write_bits(dod as u64, 64);
+    }
+}
+
+#[inline]
+pub fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
+    Some(if !r.read_bit()? {
+        0
+    } else if !r.read_bit()? {
+        sign_extend(r.read_bits(14)?, 14)
+    } else if !r.read_bit()? {
+        sign_extend(r.read_bits(17)?, 17)
+    } else if !r.read_bit()? {
+        sign_extend(r.read_bits(20)?, 20)
+    } else {
+        r.read_bits(64)? as i64
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

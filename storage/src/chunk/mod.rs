@@ -2,12 +2,37 @@
 //! the head appends to an open chunk, blocks store closed chunks verbatim.
 
 pub mod bstream;
+pub mod int;
 pub mod xor;
 
 pub use xor::{XorAppender, XorIter};
 
 /// Encoding byte stored in front of every chunk in a block's chunk file.
 pub const ENCODING_XOR: u8 = 1;
+pub const ENCODING_INT: u8 = 2;
+
+/// Decodes a chunk of any known encoding; unknown encodings yield nothing (callers check the
+/// encoding byte when they read it from disk).
+pub fn decode(enc: u8, data: &[u8]) -> Box<dyn Iterator<Item = (i64, f64)> + '_> {
+    match enc {
+        ENCODING_XOR => Box::new(XorIter::new(data)),
+        ENCODING_INT => Box::new(int::IntIter::new(data)),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// The smaller of the scaled-integer and XOR encodings of `samples`.
+pub fn encode_best(samples: &[(i64, f64)]) -> (u8, Vec<u8>) {
+    let mut x = XorAppender::new();
+    for &(t, v) in samples {
+        x.append(t, v);
+    }
+    let xor = x.into_bytes();
+    match int::encode(samples) {
+        Some(i) if i.len() < xor.len() => (ENCODING_INT, i),
+        _ => (ENCODING_XOR, xor),
+    }
+}
 
 /// Samples per chunk before the head cuts a new one: large enough to amortise the chunk header
 /// (first timestamp and value in full), small enough that a query decodes little it won't use.

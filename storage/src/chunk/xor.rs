@@ -1,7 +1,7 @@
 //! Gorilla-style chunk: delta-of-delta timestamps and XOR-compressed float bits.
 //! Byte layout is specified in docs/format/chunks.md ("XOR chunk").
 
-use super::bstream::{BitReader, BitWriter};
+use super::bstream::{read_dod, read_varint, unzigzag, write_dod, write_varint, zigzag, BitReader, BitWriter};
 
 /// Marks "no previous leading/trailing window" so the first XOR value always writes its window.
 const NO_WINDOW: u8 = 0xff;
@@ -67,7 +67,7 @@ impl XorAppender {
             _ => {
                 let delta = t - self.t;
                 let dod = delta.wrapping_sub(self.delta);
-                self.write_dod(dod);
+                write_dod(&mut self.w, dod);
                 self.write_xor(bits);
                 self.delta = delta;
             }
@@ -76,27 +76,6 @@ impl XorAppender {
         self.v = bits;
         self.count += 1;
         self.w.buf[0..2].copy_from_slice(&self.count.to_be_bytes());
-    }
-
-    #[inline]
-    fn write_dod(&mut self, dod: i64) {
-        // Buckets sized for scrape jitter: most regular series hit the 1-bit case.
-        let w = &mut self.w;
-        if dod == 0 {
-            w.write_bit(false);
-        } else if fits(dod, 14) {
-            w.write_bits(0b10, 2);
-            w.write_bits(dod as u64, 14);
-        } else if fits(dod, 17) {
-            w.write_bits(0b110, 3);
-            w.write_bits(dod as u64, 17);
-        } else if fits(dod, 20) {
-            w.write_bits(0b1110, 4);
-            w.write_bits(dod as u64, 20);
-        } else {
-            w.write_bits(0b1111, 4);
-            w.write_bits(dod as u64, 64);
-        }
     }
 
     #[inline]
@@ -125,49 +104,6 @@ impl XorAppender {
             self.trailing = trailing;
         }
     }
-}
-
-#[inline]
-fn fits(v: i64, bits: u32) -> bool {
-    let lim = 1i64 << (bits - 1);
-    -lim <= v && v < lim
-}
-
-#[inline]
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
-}
-
-fn write_varint(w: &mut BitWriter, mut u: u64) {
-    while u >= 0x80 {
-        w.write_byte((u as u8) | 0x80);
-        u >>= 7;
-    }
-    w.write_byte(u as u8);
-}
-
-fn read_varint(r: &mut BitReader<'_>) -> Option<u64> {
-    let mut out = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = r.read_byte()?;
-        out |= ((b & 0x7f) as u64) << shift;
-        if b & 0x80 == 0 {
-            return Some(out);
-        }
-    }
-    None
-}
-
-/// Sign-extends the low `bits` of `v`.
-#[inline]
-fn sign_extend(v: u64, bits: u8) -> i64 {
-    let shift = 64 - bits as u32;
-    ((v << shift) as i64) >> shift
 }
 
 /// Decodes an XOR chunk. Stops (returns None) early on a truncated or corrupt chunk rather than
@@ -218,17 +154,7 @@ impl<'a> XorIter<'a> {
                 self.read_xor()?;
             }
             _ => {
-                let dod = if !self.r.read_bit()? {
-                    0
-                } else if !self.r.read_bit()? {
-                    sign_extend(self.r.read_bits(14)?, 14)
-                } else if !self.r.read_bit()? {
-                    sign_extend(self.r.read_bits(17)?, 17)
-                } else if !self.r.read_bit()? {
-                    sign_extend(self.r.read_bits(20)?, 20)
-                } else {
-                    self.r.read_bits(64)? as i64
-                };
+                let dod = read_dod(&mut self.r)?;
                 self.delta = self.delta.wrapping_add(dod);
                 self.t += self.delta;
                 self.read_xor()?;
