@@ -233,8 +233,8 @@ impl Appender<'_> {
     /// Appends one sample. `labels` should be sorted by name; unsorted input is sorted here,
     /// labels with empty values are dropped, and empty or repeated names are rejected.
     pub fn append(&mut self, labels: &[LabelRef<'_>], t: i64, v: f64) -> Result<(), AppendError> {
-        let clean = labels.windows(2).all(|w| w[0].name < w[1].name)
-            && labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty());
+        let clean = labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty())
+            && labels.windows(2).all(|w| name_lt(w[0].name, w[1].name));
         let r = if clean {
             self.append_sorted(labels, t, v)?
         } else {
@@ -296,6 +296,18 @@ impl Drop for Appender<'_> {
             tracing::error!(error = %e, "WAL write of an uncommitted batch failed");
         }
         self.db.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `a < b` for label names; most adjacent names differ in their first byte, which saves a
+/// `memcmp` call per label on the append path.
+#[inline]
+fn name_lt(a: &str, b: &str) -> bool {
+    let (x, y) = (a.as_bytes()[0], b.as_bytes()[0]);
+    if x != y {
+        x < y
+    } else {
+        a < b
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::chunk::{XorAppender, XorIter, SAMPLES_PER_CHUNK};
 use crate::error::AppendError;
-use crate::labels::{hash_label_refs, Interner, LabelRef, Labels, Sym};
+use crate::labels::{hash_label_refs, Interner, LabelRef, Labels, LabelsHash, Sym};
 use crate::matcher::Matcher;
 use crate::postings::{postings_for_matchers, PostingsSource};
 use crate::series::{ChunkBytes, ChunkData, ChunkSrc, Series};
@@ -17,6 +17,12 @@ use std::sync::Arc;
 pub type SeriesRef = u64;
 const SHARD_BITS: u32 = 5;
 const SHARDS: usize = 1 << SHARD_BITS;
+
+/// Folds the high half in so the shard does not depend on the low bits alone.
+#[inline]
+fn shard_of(hash: u64) -> usize {
+    ((hash ^ (hash >> 32)) as usize) & (SHARDS - 1)
+}
 
 #[derive(Debug, Clone)]
 pub struct HeadOptions {
@@ -47,6 +53,7 @@ struct OpenChunk {
 }
 
 pub(crate) struct MemSeries {
+    r: SeriesRef,
     labels: Labels,
     closed: Vec<HeadChunk>,
     open: Option<OpenChunk>,
@@ -66,8 +73,8 @@ pub(crate) enum Mode {
 }
 
 impl MemSeries {
-    fn new(labels: Labels) -> Self {
-        MemSeries { labels, closed: Vec::new(), open: None, ooo: Vec::new(), max_t: i64::MIN, last_v: 0 }
+    fn new(r: SeriesRef, labels: Labels) -> Self {
+        MemSeries { r, labels, closed: Vec::new(), open: None, ooo: Vec::new(), max_t: i64::MIN, last_v: 0 }
     }
 
     fn append(&mut self, t: i64, v: f64, opts: &HeadOptions, mode: Mode) -> Result<(), AppendError> {
@@ -164,51 +171,93 @@ impl MemSeries {
     }
 }
 
+/// One shard's series. The series live in a slab and the hash tables hold only slot numbers:
+/// small tables stay in cache, so an append of a known series costs one miss for its state.
 #[derive(Default)]
 struct Shard {
-    series: FxHashMap<SeriesRef, MemSeries>,
-    /// Label hash → series; a colliding second series goes to `collisions`.
-    by_hash: FxHashMap<u64, SeriesRef>,
-    collisions: FxHashMap<u64, Vec<SeriesRef>>,
+    slab: Vec<Option<MemSeries>>,
+    free: Vec<u32>,
+    /// Bucket hash → (check hash, slot).
+    by_hash: FxHashMap<u64, (u64, u32)>,
+    /// Further series whose bucket hash equals the one in `by_hash` (rare).
+    collisions: FxHashMap<u64, Vec<(u64, u32)>>,
+    /// Series id → slot, for the paths addressed by id (replay, reads, truncation).
+    slot_of: FxHashMap<SeriesRef, u32>,
 }
 
 impl Shard {
-    fn find(&self, hash: u64, labels: &[LabelRef<'_>]) -> Option<SeriesRef> {
-        let first = *self.by_hash.get(&hash)?;
-        if self.series[&first].labels.eq_refs(labels) {
-            return Some(first);
-        }
-        self.collisions.get(&hash)?.iter().copied().find(|r| self.series[r].labels.eq_refs(labels))
+    #[inline]
+    fn at(&self, slot: u32) -> &MemSeries {
+        self.slab[slot as usize].as_ref().expect("indexed slots are occupied")
     }
 
-    fn insert(&mut self, hash: u64, r: SeriesRef, s: MemSeries) {
-        self.series.insert(r, s);
-        if self.by_hash.contains_key(&hash) {
-            self.collisions.entry(hash).or_default().push(r);
-        } else {
-            self.by_hash.insert(hash, r);
+    #[inline]
+    fn find_slot(&self, h: LabelsHash) -> Option<u32> {
+        let &(check, slot) = self.by_hash.get(&h.bucket)?;
+        if check == h.check {
+            return Some(slot);
         }
+        self.collisions.get(&h.bucket)?.iter().find(|(c, _)| *c == h.check).map(|(_, s)| *s)
+    }
+
+    fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
+        self.slot_of.get(&r).map(|&i| self.at(i))
+    }
+
+    fn get_mut(&mut self, r: SeriesRef) -> Option<&mut MemSeries> {
+        let i = *self.slot_of.get(&r)?;
+        self.slab[i as usize].as_mut()
+    }
+
+    fn insert(&mut self, h: LabelsHash, s: MemSeries) -> u32 {
+        let r = s.r;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(s);
+                i
+            }
+            None => {
+                self.slab.push(Some(s));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.slot_of.insert(r, slot);
+        if self.by_hash.contains_key(&h.bucket) {
+            self.collisions.entry(h.bucket).or_default().push((h.check, slot));
+        } else {
+            self.by_hash.insert(h.bucket, (h.check, slot));
+        }
+        slot
     }
 
     fn remove(&mut self, r: SeriesRef) -> Option<MemSeries> {
-        let s = self.series.remove(&r)?;
-        let hash = s.labels.hash_key();
-        if self.by_hash.get(&hash) == Some(&r) {
-            self.by_hash.remove(&hash);
-            if let Some(mut rest) = self.collisions.remove(&hash) {
-                let promoted = rest.remove(0);
-                self.by_hash.insert(hash, promoted);
+        let slot = self.slot_of.remove(&r)?;
+        let s = self.slab[slot as usize].take()?;
+        self.free.push(slot);
+        let h = s.labels.hash_key().bucket;
+        if self.by_hash.get(&h).is_some_and(|e| e.1 == slot) {
+            self.by_hash.remove(&h);
+            if let Some(mut rest) = self.collisions.remove(&h) {
+                self.by_hash.insert(h, rest.remove(0));
                 if !rest.is_empty() {
-                    self.collisions.insert(hash, rest);
+                    self.collisions.insert(h, rest);
                 }
             }
-        } else if let Some(list) = self.collisions.get_mut(&hash) {
-            list.retain(|x| *x != r);
+        } else if let Some(list) = self.collisions.get_mut(&h) {
+            list.retain(|e| e.1 != slot);
             if list.is_empty() {
-                self.collisions.remove(&hash);
+                self.collisions.remove(&h);
             }
         }
         Some(s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &MemSeries> {
+        self.slab.iter().flatten()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut MemSeries> {
+        self.slab.iter_mut().flatten()
     }
 }
 
@@ -339,25 +388,22 @@ impl Head {
         on_create: &mut dyn FnMut(SeriesRef, &Labels),
     ) -> Result<SeriesRef, AppendError> {
         let hash = hash_label_refs(labels.iter().copied());
-        let shard_idx = (hash as usize) & (SHARDS - 1);
+        let shard_idx = shard_of(hash.bucket);
         let mut shard = self.shards[shard_idx].lock();
-        let r = match shard.find(hash, labels) {
-            Some(r) => r,
-            None => {
-                if t < 0 {
-                    return Err(AppendError::NegativeTimestamp { t });
-                }
-                let r = self.create(
-                    shard_idx,
-                    hash,
-                    Labels::from_sorted_refs(labels, &self.interner),
-                    &mut shard,
-                    on_create,
-                )?;
-                r
-            }
-        };
-        let s = shard.series.get_mut(&r).expect("found series exists");
+        if let Some(slot) = shard.find_slot(hash) {
+            let s = shard.slab[slot as usize].as_mut().expect("indexed slots are occupied");
+            let r = s.r;
+            s.append(t, v, &self.opts, mode)?;
+            drop(shard);
+            self.note_time(t);
+            return Ok(r);
+        }
+        if t < 0 {
+            return Err(AppendError::NegativeTimestamp { t });
+        }
+        let labels = Labels::from_sorted_refs(labels, &self.interner);
+        let r = self.create(shard_idx, hash, labels, &mut shard, on_create)?;
+        let s = shard.get_mut(r).expect("series just created");
         s.append(t, v, &self.opts, mode)?;
         drop(shard);
         self.note_time(t);
@@ -367,7 +413,7 @@ impl Head {
     /// Replay path: the series id is known from the WAL.
     pub(crate) fn append_ref(&self, r: SeriesRef, t: i64, v: f64) -> Result<(), AppendError> {
         let mut shard = self.shards[(r as usize) & (SHARDS - 1)].lock();
-        let s = shard.series.get_mut(&r).ok_or(AppendError::InvalidLabels("unknown series reference"))?;
+        let s = shard.get_mut(r).ok_or(AppendError::InvalidLabels("unknown series reference"))?;
         s.append(t, v, &self.opts, Mode::Replay)?;
         drop(shard);
         self.note_time(t);
@@ -380,13 +426,13 @@ impl Head {
     pub(crate) fn create_replayed(&self, logged: SeriesRef, labels: &Labels) -> SeriesRef {
         let refs: Vec<LabelRef<'_>> = labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect();
         let hash = hash_label_refs(refs.iter().copied());
-        let shard_idx = (hash as usize) & (SHARDS - 1);
+        let shard_idx = shard_of(hash.bucket);
         let mut shard = self.shards[shard_idx].lock();
-        if let Some(r) = shard.find(hash, &refs) {
-            return r;
+        if let Some(slot) = shard.find_slot(hash) {
+            return shard.at(slot).r;
         }
         let labels = labels.interned(&self.interner);
-        let r = if (logged as usize) & (SHARDS - 1) == shard_idx && !shard.series.contains_key(&logged) {
+        let r = if (logged as usize) & (SHARDS - 1) == shard_idx && shard.get(logged).is_none() {
             self.next_id.fetch_max((logged >> SHARD_BITS) + 1, Ordering::Relaxed);
             logged
         } else {
@@ -395,14 +441,14 @@ impl Head {
         // Replayed series were accepted once; the limit applies to new series only.
         self.num_series.fetch_add(1, Ordering::Relaxed);
         self.postings.write().add(r, &labels);
-        shard.insert(hash, r, MemSeries::new(labels));
+        shard.insert(hash, MemSeries::new(r, labels));
         r
     }
 
     fn create(
         &self,
         shard_idx: usize,
-        hash: u64,
+        hash: LabelsHash,
         labels: Labels,
         shard: &mut Shard,
         on_create: &mut dyn FnMut(SeriesRef, &Labels),
@@ -418,7 +464,7 @@ impl Head {
         let r = (id << SHARD_BITS) | shard_idx as u64;
         on_create(r, &labels);
         self.postings.write().add(r, &labels);
-        shard.insert(hash, r, MemSeries::new(labels));
+        shard.insert(hash, MemSeries::new(r, labels));
         Ok(r)
     }
 
@@ -476,7 +522,7 @@ impl Head {
             }
             let shard = self.shards[i].lock();
             for r in rs {
-                if let Some(s) = shard.series.get(r) {
+                if let Some(s) = shard.get(*r) {
                     f(s);
                 }
             }
@@ -489,7 +535,8 @@ impl Head {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            for (&r, s) in shard.series.iter_mut() {
+            for s in shard.iter_mut() {
+                let r = s.r;
                 if s.open.as_ref().is_some_and(|o| o.mint < before) {
                     s.seal_open();
                 }
@@ -512,7 +559,7 @@ impl Head {
         let mut gone = Vec::new();
         for c in cut {
             let mut shard = self.shards[(c.r as usize) & (SHARDS - 1)].lock();
-            let Some(s) = shard.series.get_mut(&c.r) else { continue };
+            let Some(s) = shard.get_mut(c.r) else { continue };
             s.closed.retain(|hc| !c.chunks.iter().any(|x| Arc::ptr_eq(x, &hc.data)));
             // Exactly the samples that were cut: others may have arrived since.
             s.ooo.retain(|x| c.ooo.binary_search_by_key(&x.0, |y| y.0).is_err());
@@ -538,7 +585,7 @@ impl Head {
         let mut min = i64::MAX;
         for shard in self.shards.iter() {
             let shard = shard.lock();
-            for s in shard.series.values() {
+            for s in shard.iter() {
                 let m = s
                     .closed
                     .iter()
@@ -562,7 +609,8 @@ impl Head {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock();
-            for (&r, s) in shard.series.iter() {
+            for s in shard.iter() {
+                let r = s.r;
                 let mut samples: Vec<(i64, f64)> =
                     s.chunks_in(i64::MIN, i64::MAX).iter().flat_map(|c| c.samples().collect::<Vec<_>>()).collect();
                 samples.sort_by_key(|x| x.0);

@@ -86,7 +86,7 @@ impl Labels {
     }
 
     /// The identity hash used by the head to find a series without building labels.
-    pub fn hash_key(&self) -> u64 {
+    pub fn hash_key(&self) -> LabelsHash {
         hash_label_refs(self.0.iter().map(|l| LabelRef { name: &l.name, value: &l.value }))
     }
 
@@ -104,15 +104,35 @@ impl Labels {
 }
 
 /// Hash of a label set in sorted order. Separators keep `{a="bc"}` and `{ab="c"}` apart.
-pub fn hash_label_refs<'a>(labels: impl Iterator<Item = LabelRef<'a>>) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+/// A label set's identity in the head. `bucket` (Fx: cheap, runs for every appended sample)
+/// picks the table entry; `check` (foldhash, keyed with a per-process random seed, so nobody can
+/// craft collisions) confirms it without reading the stored labels, which would cost a cache miss
+/// per sample. Two different label sets are confused only if both 64-bit hashes collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelsHash {
+    pub bucket: u64,
+    pub check: u64,
+}
+
+fn check_state() -> &'static foldhash::quality::RandomState {
+    static STATE: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(foldhash::quality::RandomState::default)
+}
+
+pub fn hash_label_refs<'a>(labels: impl Iterator<Item = LabelRef<'a>>) -> LabelsHash {
+    let mut a = rustc_hash::FxHasher::default();
+    let mut b = check_state().build_hasher();
     for l in labels {
-        h.update(l.name.as_bytes());
-        h.update(&[0xff]);
-        h.update(l.value.as_bytes());
-        h.update(&[0xff]);
+        a.write(l.name.as_bytes());
+        a.write_u8(0xff);
+        a.write(l.value.as_bytes());
+        a.write_u8(0xff);
+        b.write(l.name.as_bytes());
+        b.write_u8(0xff);
+        b.write(l.value.as_bytes());
+        b.write_u8(0xff);
     }
-    h.digest()
+    LabelsHash { bucket: a.finish(), check: b.finish() }
 }
 
 impl fmt::Display for Labels {
