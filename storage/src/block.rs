@@ -2,7 +2,7 @@
 //! written once through `BlockWriter` and read through mmap. Format: docs/format/chunks.md,
 //! docs/format/index.md, docs/format/block.md.
 
-use crate::chunk::{encode_best, ENCODING_INT, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use crate::chunk::{encode_best, BLOCK_SAMPLES_PER_CHUNK, ENCODING_INT, ENCODING_XOR};
 use crate::error::{corrupt, IoContext, Result};
 use crate::index::{write_index, ChunkMeta, IndexReader};
 use crate::labels::Labels;
@@ -100,8 +100,8 @@ impl BlockWriter {
             return Ok(());
         }
         debug_assert!(self.series.last().is_none_or(|(l, _)| *l < labels), "series out of order");
-        let mut metas = Vec::with_capacity(samples.len() / SAMPLES_PER_CHUNK as usize + 1);
-        for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
+        let mut metas = Vec::with_capacity(samples.len() / BLOCK_SAMPLES_PER_CHUNK + 1);
+        for part in samples.chunks(BLOCK_SAMPLES_PER_CHUNK) {
             let (enc, data) = encode_best(part);
             metas.push(ChunkMeta { mint: part[0].0, maxt: part[part.len() - 1].0, offset: self.offset });
             self.write_chunk(enc, &data)?;

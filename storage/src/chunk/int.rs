@@ -11,14 +11,18 @@ const MAX_SCALE: u8 = 6;
 const MAX_ABS: f64 = (1u64 << 53) as f64;
 const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 
-/// Residual buckets: prefix of n ones then a zero (none for the last), then `WIDTHS[n]` bits.
-const WIDTHS: [u8; 6] = [0, 4, 8, 14, 22, 64];
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Delta = 0,
     DeltaOfDelta = 1,
 }
+
+// Header flag bits (byte 2), after the 2-byte sample count.
+const F_DOD: u8 = 1;
+const F_REGULAR: u8 = 1 << 1;
+const F_UNSIGNED: u8 = 1 << 2;
+const F_NO_EXCEPTIONS: u8 = 1 << 3;
+const SCALE_SHIFT: u8 = 4;
 
 /// The integer form of every value at the smallest scale that round-trips bit-exactly.
 fn scaled(samples: &[(i64, f64)]) -> Option<(u8, Vec<i64>)> {
@@ -37,6 +41,10 @@ fn scaled(samples: &[(i64, f64)]) -> Option<(u8, Vec<i64>)> {
     None
 }
 
+fn bits_needed(u: u64) -> u8 {
+    (64 - u.leading_zeros()) as u8
+}
+
 /// Encodes samples (time-ordered, at most u16::MAX) or returns None when values do not fit.
 pub fn encode(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     if samples.is_empty() || samples.len() > u16::MAX as usize {
@@ -48,62 +56,68 @@ pub fn encode(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     Some(if b.len() < a.len() { b } else { a })
 }
 
+/// Layout: count u16, flags, width k, then the bitstream: first timestamp and value as
+/// varints; the first delta as a varint; then per sample a timestamp delta-of-delta (absent
+/// when F_REGULAR) and a value residual in k bits (with a 1-bit escape to a 7-bit width and
+/// that many bits, unless F_NO_EXCEPTIONS). k is chosen per chunk to minimise the size.
 fn encode_mode(samples: &[(i64, f64)], scale: u8, ints: &[i64], mode: Mode) -> Vec<u8> {
-    let mut head = (samples.len() as u16).to_be_bytes().to_vec();
-    head.push((scale << 1) | mode as u8);
-    let mut w = BitWriter::with_bytes(head);
-    let (mut prev_t, mut prev_dt, mut prev_v, mut prev_dv) = (0i64, 0i64, 0i64, 0i64);
-    for (i, (&(t, _), &v)) in samples.iter().zip(ints).enumerate() {
-        match i {
-            0 => {
-                write_varint(&mut w, zigzag(t));
-                write_varint(&mut w, zigzag(v));
-            }
-            _ => {
-                let dt = t - prev_t;
-                if i == 1 {
-                    write_varint(&mut w, zigzag(dt));
-                } else {
-                    write_dod(&mut w, dt.wrapping_sub(prev_dt));
-                }
-                prev_dt = dt;
-                let dv = v.wrapping_sub(prev_v);
-                let residual = if mode == Mode::DeltaOfDelta { dv.wrapping_sub(prev_dv) } else { dv };
-                write_residual(&mut w, zigzag(residual));
-                prev_dv = dv;
-            }
+    let n = samples.len();
+    let mut residuals = Vec::with_capacity(n.saturating_sub(1));
+    let (mut prev_dv, mut regular, mut unsigned) = (0i64, true, true);
+    for i in 1..n {
+        let dv = ints[i].wrapping_sub(ints[i - 1]);
+        let r = if mode == Mode::DeltaOfDelta { dv.wrapping_sub(prev_dv) } else { dv };
+        prev_dv = dv;
+        unsigned &= r >= 0;
+        residuals.push(r);
+        if i >= 2 {
+            regular &= samples[i].0 - samples[i - 1].0 == samples[i - 1].0 - samples[i - 2].0;
         }
-        prev_t = t;
-        prev_v = v;
+    }
+    let codes: Vec<u64> = residuals.iter().map(|&r| if unsigned { r as u64 } else { zigzag(r) }).collect();
+    // Pick the width with the fewest bits: k each, plus 1 + 7 + w for every exception.
+    let widths: Vec<u8> = codes.iter().map(|&c| bits_needed(c)).collect();
+    let max_w = widths.iter().copied().max().unwrap_or(0);
+    let mut best = (u64::MAX, max_w, true);
+    for k in 0..=max_w {
+        let exceptions: u64 = widths.iter().filter(|&&w| w > k).map(|&w| 1 + 7 + w as u64).sum();
+        let no_exc = k == max_w;
+        let size = codes.len() as u64 * (k as u64 + if no_exc { 0 } else { 1 }) + exceptions;
+        if size < best.0 {
+            best = (size, k, no_exc);
+        }
+    }
+    let (_, k, no_exc) = best;
+    let mut flags = (scale << SCALE_SHIFT) | if mode == Mode::DeltaOfDelta { F_DOD } else { 0 };
+    flags |= if regular { F_REGULAR } else { 0 } | if unsigned { F_UNSIGNED } else { 0 };
+    flags |= if no_exc { F_NO_EXCEPTIONS } else { 0 };
+    let mut head = (n as u16).to_be_bytes().to_vec();
+    head.push(flags);
+    head.push(k);
+    let mut w = BitWriter::with_bytes(head);
+    write_varint(&mut w, zigzag(samples[0].0));
+    write_varint(&mut w, zigzag(ints[0]));
+    for i in 1..n {
+        let dt = samples[i].0 - samples[i - 1].0;
+        if i == 1 {
+            write_varint(&mut w, zigzag(dt));
+        } else if !regular {
+            write_dod(&mut w, dt.wrapping_sub(samples[i - 1].0 - samples[i - 2].0));
+        }
+        let c = codes[i - 1];
+        let cw = widths[i - 1];
+        if no_exc {
+            w.write_bits(c, k);
+        } else if cw <= k {
+            w.write_bit(false);
+            w.write_bits(c, k);
+        } else {
+            w.write_bit(true);
+            w.write_bits(cw as u64, 7);
+            w.write_bits(c, cw);
+        }
     }
     w.buf
-}
-
-#[inline]
-fn write_residual(w: &mut BitWriter, u: u64) {
-    for (n, &width) in WIDTHS.iter().enumerate() {
-        let last = n == WIDTHS.len() - 1;
-        if last || (width < 64 && u < (1u64 << width)) {
-            // n ones, then a terminating zero unless this is the widest bucket.
-            if n > 0 {
-                w.write_bits((1u64 << n) - 1, n as u8);
-            }
-            if !last {
-                w.write_bit(false);
-            }
-            w.write_bits(u, width);
-            return;
-        }
-    }
-}
-
-#[inline]
-fn read_residual(r: &mut BitReader<'_>) -> Option<u64> {
-    let mut n = 0;
-    while n < WIDTHS.len() - 1 && r.read_bit()? {
-        n += 1;
-    }
-    r.read_bits(WIDTHS[n])
 }
 
 pub struct IntIter<'a> {
@@ -112,6 +126,10 @@ pub struct IntIter<'a> {
     read: u16,
     div: f64,
     mode: Mode,
+    regular: bool,
+    unsigned: bool,
+    no_exceptions: bool,
+    k: u8,
     t: i64,
     dt: i64,
     v: i64,
@@ -120,14 +138,22 @@ pub struct IntIter<'a> {
 
 impl<'a> IntIter<'a> {
     pub fn new(data: &'a [u8]) -> Self {
-        let (count, flags) = if data.len() >= 3 { (u16::from_be_bytes([data[0], data[1]]), data[2]) } else { (0, 0) };
-        let scale = (flags >> 1).min(MAX_SCALE);
+        let (count, flags, k) = if data.len() >= 4 {
+            (u16::from_be_bytes([data[0], data[1]]), data[2], data[3].min(64))
+        } else {
+            (0, 0, 0)
+        };
+        let scale = (flags >> SCALE_SHIFT).min(MAX_SCALE);
         IntIter {
-            r: BitReader::new(data.get(3..).unwrap_or(&[])),
+            r: BitReader::new(data.get(4..).unwrap_or(&[])),
             left: count,
             read: 0,
             div: POW10[scale as usize],
-            mode: if flags & 1 == 1 { Mode::DeltaOfDelta } else { Mode::Delta },
+            mode: if flags & F_DOD != 0 { Mode::DeltaOfDelta } else { Mode::Delta },
+            regular: flags & F_REGULAR != 0,
+            unsigned: flags & F_UNSIGNED != 0,
+            no_exceptions: flags & F_NO_EXCEPTIONS != 0,
+            k,
             t: 0,
             dt: 0,
             v: 0,
@@ -142,11 +168,20 @@ impl<'a> IntIter<'a> {
         } else {
             if self.read == 1 {
                 self.dt = unzigzag(read_varint(&mut self.r)?);
-            } else {
+            } else if !self.regular {
                 self.dt = self.dt.wrapping_add(read_dod(&mut self.r)?);
             }
             self.t = self.t.wrapping_add(self.dt);
-            let residual = unzigzag(read_residual(&mut self.r)?);
+            let code = if self.no_exceptions || !self.r.read_bit()? {
+                self.r.read_bits(self.k)?
+            } else {
+                let w = self.r.read_bits(7)? as u8;
+                if w > 64 {
+                    return None;
+                }
+                self.r.read_bits(w)?
+            };
+            let residual = if self.unsigned { code as i64 } else { unzigzag(code) };
             self.dv = if self.mode == Mode::DeltaOfDelta { self.dv.wrapping_add(residual) } else { residual };
             self.v = self.v.wrapping_add(self.dv);
         }

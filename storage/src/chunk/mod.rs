@@ -37,3 +37,7 @@ pub fn encode_best(samples: &[(i64, f64)]) -> (u8, Vec<u8>) {
 /// Samples per chunk before the head cuts a new one: large enough to amortise the chunk header
 /// (first timestamp and value in full), small enough that a query decodes little it won't use.
 pub const SAMPLES_PER_CHUNK: u16 = 120;
+
+/// Samples per chunk in blocks: written once and read whole by range queries, so longer
+/// chunks pay their header and index entry over more samples (2h at a 15s interval).
+pub const BLOCK_SAMPLES_PER_CHUNK: usize = 480;
