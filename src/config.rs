@@ -201,3 +201,16 @@ mod tests {
         assert!(serde_yaml::from_str::<Config>("storage:\n  bogus: 1\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// examples/toolwatch.yml documents every field at its default; keep them in step.
+    #[test]
+    fn example_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/toolwatch.yml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(format!("{:?}", c), format!("{:?}", Config::default()));
+    }
+}
