@@ -112,3 +112,48 @@ fn second_server_on_same_dir_exits_naming_the_holder() {
         "{err}"
     );
 }
+
+#[test]
+fn ready_only_after_wal_replay_and_healthy_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // Enough WAL that replay takes a while: 200k series x 5 samples.
+        let db = Db::open(&data, DbOptions::default()).unwrap();
+        let names: Vec<String> = (0..200_000).map(|i| format!("s{i}")).collect();
+        for t in 0..5 {
+            let mut app = db.appender().unwrap();
+            for n in &names {
+                app.append(
+                    &[LabelRef { name: "__name__", value: "m" }, LabelRef { name: "id", value: n }],
+                    t * 1000,
+                    1.0,
+                )
+                .unwrap();
+            }
+            app.commit().unwrap();
+        }
+        db.close().unwrap();
+    }
+    let server = Server::spawn(&data, &[]);
+    let (mut saw_503, mut healthy_while_replaying) = (false, false);
+    let start = std::time::Instant::now();
+    loop {
+        match http(&server.addr, "GET", "/-/ready", &[], &[]) {
+            Ok((503, _)) => {
+                saw_503 = true;
+                if let Ok((200, _)) = http(&server.addr, "GET", "/-/healthy", &[], &[]) {
+                    healthy_while_replaying = true;
+                }
+                let (code, _) = remote_write(&server.addr, &[(vec![("__name__", "x")], vec![(1, 1.0)])]).unwrap();
+                assert_eq!(code, 503, "writes wait for the replay");
+            }
+            Ok((200, _)) => break,
+            _ => {}
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "never ready: {}", server.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(saw_503 && healthy_while_replaying, "/-/ready answered 503 and /-/healthy 200 during replay");
+    assert_eq!(server.metric("toolwatch_storage_head_series"), Some(200_000.0));
+}

@@ -455,6 +455,18 @@ fn replay_wal(dir: &Path, head: &Head, stats: &DbStats) -> Result<()> {
     let mut remap: FxHashMap<u64, u64> = FxHashMap::default();
     let (mut series, mut samples, mut dropped) = (0u64, 0u64, 0u64);
     let started = Instant::now();
+    // Samples wait in per-shard buckets and go into the head in large groups (see
+    // Head::append_replayed); series records are applied at once, so every buffered sample's
+    // series exists when its bucket is flushed.
+    let mut buckets: Vec<Vec<(u64, i64, f64)>> = (0..Head::SHARDS).map(|_| Vec::new()).collect();
+    let mut buffered = 0usize;
+    const FLUSH_EVERY: usize = 1 << 22;
+    let mut flush = |buckets: &mut Vec<Vec<(u64, i64, f64)>>, buffered: &mut usize| {
+        let (ok, bad) = head.append_replayed(buckets);
+        samples += ok;
+        dropped += bad;
+        *buffered = 0;
+    };
     for (i, path) in order.iter().enumerate() {
         let (valid, len) = wal::read_records(path, |rec| match rec {
             Record::Series(list) => {
@@ -468,14 +480,16 @@ fn replay_wal(dir: &Path, head: &Head, stats: &DbStats) -> Result<()> {
             }
             Record::Samples(dec) => {
                 for (r, t, v) in dec {
-                    let r = remap.get(&r).copied().unwrap_or(r);
-                    match head.append_ref(r, t, v) {
-                        Ok(()) => samples += 1,
-                        Err(_) => dropped += 1,
-                    }
+                    let r = if remap.is_empty() { r } else { remap.get(&r).copied().unwrap_or(r) };
+                    buckets[Head::shard_of_ref(r)].push((r, t, v));
+                    buffered += 1;
+                }
+                if buffered >= FLUSH_EVERY {
+                    flush(&mut buckets, &mut buffered);
                 }
             }
         })?;
+        flush(&mut buckets, &mut buffered);
         if valid < len {
             // A torn or corrupt tail: keep what precedes it, drop it and everything after.
             stats.wal_corruptions.fetch_add(1, Ordering::Relaxed);

@@ -410,15 +410,62 @@ impl Head {
         Ok(r)
     }
 
-    /// Replay path: the series id is known from the WAL.
-    pub(crate) fn append_ref(&self, r: SeriesRef, t: i64, v: f64) -> Result<(), AppendError> {
-        let mut shard = self.shards[(r as usize) & (SHARDS - 1)].lock();
-        let s = shard.get_mut(r).ok_or(AppendError::InvalidLabels("unknown series reference"))?;
-        s.append(t, v, &self.opts, Mode::Replay)?;
-        drop(shard);
-        self.note_time(t);
-        Ok(())
+    /// Replay path: appends samples already grouped by shard (`buckets[i]` holds shard i's, in
+    /// WAL order), shards spread over the available cores and each shard locked once. Grouping
+    /// keeps one shard's series hot in cache while its samples go in, instead of touching a
+    /// random series per sample as the WAL order would. Returns (appended, dropped).
+    pub(crate) fn append_replayed(&self, buckets: &mut [Vec<(SeriesRef, i64, f64)>]) -> (u64, u64) {
+        debug_assert_eq!(buckets.len(), SHARDS);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let buckets: Vec<parking_lot::Mutex<&mut Vec<(SeriesRef, i64, f64)>>> =
+            buckets.iter_mut().map(parking_lot::Mutex::new).collect();
+        let totals = std::sync::Mutex::new((0u64, 0u64, i64::MAX, i64::MIN));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let (mut ok, mut dropped, mut lo, mut hi) = (0u64, 0u64, i64::MAX, i64::MIN);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= SHARDS {
+                            break;
+                        }
+                        let mut bucket = buckets[i].lock();
+                        let mut shard = self.shards[i].lock();
+                        for &(r, t, v) in bucket.iter() {
+                            match shard.get_mut(r).map(|s| s.append(t, v, &self.opts, Mode::Replay)) {
+                                Some(Ok(())) => {
+                                    ok += 1;
+                                    lo = lo.min(t);
+                                    hi = hi.max(t);
+                                }
+                                _ => dropped += 1,
+                            }
+                        }
+                        bucket.clear();
+                    }
+                    let mut tot = totals.lock().expect("totals lock");
+                    tot.0 += ok;
+                    tot.1 += dropped;
+                    tot.2 = tot.2.min(lo);
+                    tot.3 = tot.3.max(hi);
+                });
+            }
+        });
+        let (ok, dropped, lo, hi) = totals.into_inner().expect("totals lock");
+        if ok > 0 {
+            self.note_time(lo);
+            self.note_time(hi);
+        }
+        (ok, dropped)
     }
+
+    /// The shard a series id lives in.
+    pub(crate) fn shard_of_ref(r: SeriesRef) -> usize {
+        (r as usize) & (SHARDS - 1)
+    }
+
+    pub(crate) const SHARDS: usize = SHARDS;
 
     /// Creates a series read from the WAL or a checkpoint under its logged id, so samples
     /// records need no translation. Returns the id in use: an existing series with the same
