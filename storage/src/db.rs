@@ -7,10 +7,9 @@ use crate::head::{Head, HeadOptions, Mode};
 use crate::labels::{LabelRef, Labels};
 use crate::matcher::Matcher;
 use crate::series::Series;
-use crate::wal::{self, FsyncMode, Record, SamplesEncoder, Wal};
+use crate::wal::{FsyncMode, SamplesEncoder, Wal};
 use crate::AppendError;
 use parking_lot::{Mutex, RwLock};
-use rustc_hash::FxHashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
@@ -110,7 +109,7 @@ impl Db {
         let blocks = open_blocks(dir, &stats)?;
         let head = Head::new(opts.head.clone());
         let started = Instant::now();
-        replay_wal(&dir.join("wal"), &head, &stats)?;
+        crate::replay::replay_wal(&dir.join("wal"), &head, &stats)?;
         stats.wal_replay_seconds_x1000.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let wal = Wal::open(&dir.join("wal"), opts.wal_fsync, opts.wal_segment_bytes)?;
         tracing::info!(
@@ -444,76 +443,4 @@ fn open_blocks(dir: &Path, stats: &DbStats) -> Result<Vec<Arc<Block>>> {
     }
     blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
     Ok(blocks)
-}
-
-fn replay_wal(dir: &Path, head: &Head, stats: &DbStats) -> Result<()> {
-    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-    let files = wal::list(dir)?;
-    let mut order: Vec<PathBuf> = files.checkpoint.iter().map(|c| c.1.clone()).collect();
-    order.extend(files.segments.iter().map(|s| s.1.clone()));
-    let total = order.len();
-    let mut remap: FxHashMap<u64, u64> = FxHashMap::default();
-    let (mut series, mut samples, mut dropped) = (0u64, 0u64, 0u64);
-    let started = Instant::now();
-    // Samples wait in per-shard buckets and go into the head in large groups (see
-    // Head::append_replayed); series records are applied at once, so every buffered sample's
-    // series exists when its bucket is flushed.
-    let mut buckets: Vec<Vec<(u64, i64, f64)>> = (0..Head::SHARDS).map(|_| Vec::new()).collect();
-    let mut buffered = 0usize;
-    const FLUSH_EVERY: usize = 1 << 22;
-    let mut flush = |buckets: &mut Vec<Vec<(u64, i64, f64)>>, buffered: &mut usize| {
-        let (ok, bad) = head.append_replayed(buckets);
-        samples += ok;
-        dropped += bad;
-        *buffered = 0;
-    };
-    for (i, path) in order.iter().enumerate() {
-        let (valid, len) = wal::read_records(path, |rec| match rec {
-            Record::Series(list) => {
-                for (logged, labels) in list {
-                    let r = head.create_replayed(logged, &labels);
-                    if r != logged {
-                        remap.insert(logged, r);
-                    }
-                    series += 1;
-                }
-            }
-            Record::Samples(dec) => {
-                for (r, t, v) in dec {
-                    let r = if remap.is_empty() { r } else { remap.get(&r).copied().unwrap_or(r) };
-                    buckets[Head::shard_of_ref(r)].push((r, t, v));
-                    buffered += 1;
-                }
-                if buffered >= FLUSH_EVERY {
-                    flush(&mut buckets, &mut buffered);
-                }
-            }
-        })?;
-        flush(&mut buckets, &mut buffered);
-        if valid < len {
-            // A torn or corrupt tail: keep what precedes it, drop it and everything after.
-            stats.wal_corruptions.fetch_add(1, Ordering::Relaxed);
-            let mut lost = len - valid;
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_len(valid))
-                .ctx(|| format!("truncating {}", path.display()))?;
-            for later in &order[i + 1..] {
-                lost += fs::metadata(later).map(|m| m.len()).unwrap_or(0);
-                let _ = fs::remove_file(later);
-            }
-            stats.wal_truncated_bytes.fetch_add(lost, Ordering::Relaxed);
-            tracing::warn!(file = %path.display(), valid_bytes = valid, dropped_bytes = lost, "WAL corruption: truncated at the last good record");
-            break;
-        }
-        if total > 1 {
-            tracing::info!(file = %path.display(), done = i + 1, total, "WAL replay progress");
-        }
-    }
-    stats.wal_replay_dropped_samples.store(dropped, Ordering::Relaxed);
-    if total > 0 {
-        tracing::info!(series, samples, dropped, elapsed_ms = started.elapsed().as_millis() as u64, "WAL replay done");
-    }
-    Ok(())
 }

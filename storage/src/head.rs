@@ -431,9 +431,17 @@ impl Head {
                             break;
                         }
                         let mut bucket = buckets[i].lock();
+                        // Series-major order (stable: a series' samples keep their WAL order), so
+                        // each series' chunk is touched once per flush rather than per sample.
+                        bucket.sort_by_key(|s| s.0);
                         let mut shard = self.shards[i].lock();
+                        let mut cached: (SeriesRef, Option<u32>) = (u64::MAX, None);
                         for &(r, t, v) in bucket.iter() {
-                            match shard.get_mut(r).map(|s| s.append(t, v, &self.opts, Mode::Replay)) {
+                            if cached.0 != r {
+                                cached = (r, shard.slot_of.get(&r).copied());
+                            }
+                            let series = cached.1.and_then(|slot| shard.slab[slot as usize].as_mut());
+                            match series.map(|s| s.append(t, v, &self.opts, Mode::Replay)) {
                                 Some(Ok(())) => {
                                     ok += 1;
                                     lo = lo.min(t);
@@ -470,15 +478,14 @@ impl Head {
     /// Creates a series read from the WAL or a checkpoint under its logged id, so samples
     /// records need no translation. Returns the id in use: an existing series with the same
     /// labels keeps its own, and a logged id whose shard does not match gets a fresh one.
-    pub(crate) fn create_replayed(&self, logged: SeriesRef, labels: &Labels) -> SeriesRef {
-        let refs: Vec<LabelRef<'_>> = labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect();
+    pub(crate) fn create_replayed(&self, logged: SeriesRef, refs: &[LabelRef<'_>]) -> SeriesRef {
         let hash = hash_label_refs(refs.iter().copied());
         let shard_idx = shard_of(hash.bucket);
         let mut shard = self.shards[shard_idx].lock();
         if let Some(slot) = shard.find_slot(hash) {
             return shard.at(slot).r;
         }
-        let labels = labels.interned(&self.interner);
+        let labels = Labels::from_sorted_refs(refs, &self.interner);
         let r = if (logged as usize) & (SHARDS - 1) == shard_idx && shard.get(logged).is_none() {
             self.next_id.fetch_max((logged >> SHARD_BITS) + 1, Ordering::Relaxed);
             logged

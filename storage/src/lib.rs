@@ -19,6 +19,7 @@ pub mod index;
 pub mod labels;
 pub mod matcher;
 pub mod postings;
+mod replay;
 pub mod series;
 pub mod wal;
 

@@ -53,7 +53,8 @@ fn status(field: &str) -> String {
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    // FIGURES_DATA keeps the data dir (e.g. to profile `replay` again without rewriting it).
+    let data = std::env::var("FIGURES_DATA").map(std::path::PathBuf::from).unwrap_or_else(|_| dir.path().join("data"));
     let opts = DbOptions { wal_fsync: FsyncMode::Never, ..Default::default() };
     match what.as_str() {
         "bytes" => {
@@ -87,8 +88,8 @@ fn main() {
         }
         "replay" => {
             let (series, samples) = (arg(2, 1_000_000), arg(3, 120));
-            let mut w = Workload::new(series, 15_000);
-            {
+            if !data.join("wal").exists() {
+                let mut w = Workload::new(series, 15_000);
                 let db = Db::open(&data, opts.clone()).unwrap();
                 let t0 = Instant::now();
                 let n = append_steps(&db, &mut w, samples, 1_700_000_000_000, |_, _| {});
@@ -99,7 +100,6 @@ fn main() {
                     dir_bytes(&data.join("wal"))
                 );
             }
-            drop(w);
             let t0 = Instant::now();
             let db = Db::open(&data, opts).unwrap();
             println!(
