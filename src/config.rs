@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toolwatch_ingest::IngestLimits;
+use toolwatch_ingest::{DecodeLimits, IngestLimits};
 use toolwatch_storage::{DbOptions, FsyncMode, HeadOptions};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,12 +74,25 @@ impl Default for StorageConfig {
 pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    pub max_inflight_requests: usize,
+    pub max_series_per_request: usize,
+    pub max_labels_per_series: usize,
+    pub max_label_name_bytes: usize,
+    pub max_label_value_bytes: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         let d = IngestLimits::default();
-        IngestConfig { max_body_bytes: d.max_body_bytes, max_decompressed_bytes: d.max_decompressed_bytes }
+        IngestConfig {
+            max_body_bytes: d.max_body_bytes,
+            max_decompressed_bytes: d.max_decompressed_bytes,
+            max_inflight_requests: d.max_inflight_requests,
+            max_series_per_request: d.decode.max_series_per_request,
+            max_labels_per_series: d.decode.max_labels_per_series,
+            max_label_name_bytes: d.decode.max_label_name_bytes,
+            max_label_value_bytes: d.decode.max_label_value_bytes,
+        }
     }
 }
 
@@ -124,9 +137,17 @@ impl Config {
     }
 
     pub fn ingest_limits(&self) -> IngestLimits {
+        let i = &self.ingest;
         IngestLimits {
-            max_body_bytes: self.ingest.max_body_bytes,
-            max_decompressed_bytes: self.ingest.max_decompressed_bytes,
+            max_body_bytes: i.max_body_bytes,
+            max_decompressed_bytes: i.max_decompressed_bytes,
+            max_inflight_requests: i.max_inflight_requests,
+            decode: DecodeLimits {
+                max_series_per_request: i.max_series_per_request,
+                max_labels_per_series: i.max_labels_per_series,
+                max_label_name_bytes: i.max_label_name_bytes,
+                max_label_value_bytes: i.max_label_value_bytes,
+            },
         }
     }
 }

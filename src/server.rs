@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use toolwatch_ingest::IngestState;
+use toolwatch_ingest::{IngestMetrics, IngestState, MetadataStore};
 use toolwatch_storage::{DataDirLock, Db};
 
 #[derive(Clone)]
@@ -21,7 +21,7 @@ struct AppState {
     telemetry: Arc<Telemetry>,
 }
 
-pub fn router(db: Arc<OnceLock<Db>>, telemetry: Arc<Telemetry>, cfg: &Config) -> Router {
+pub fn router(db: Arc<OnceLock<Db>>, telemetry: Arc<Telemetry>, ingest: Arc<IngestState>) -> Router {
     let st = AppState { db: db.clone(), telemetry: telemetry.clone() };
     let own = Router::new()
         .route("/-/healthy", get(|| async { "toolwatch is Healthy.\n" }))
@@ -29,8 +29,7 @@ pub fn router(db: Arc<OnceLock<Db>>, telemetry: Arc<Telemetry>, cfg: &Config) ->
         .route("/metrics", get(metrics))
         .route("/api/v1/admin/flush", post(flush))
         .with_state(st.clone());
-    own.merge(toolwatch_ingest::router(Arc::new(IngestState { db, limits: cfg.ingest_limits() })))
-        .layer(middleware::from_fn_with_state(st, count_requests))
+    own.merge(toolwatch_ingest::router(ingest)).layer(middleware::from_fn_with_state(st, count_requests))
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
@@ -80,8 +79,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "toolwatch starting");
     let cell: Arc<OnceLock<Db>> = Arc::new(OnceLock::new());
-    let telemetry = Arc::new(Telemetry::new(cell.clone()));
-    let app = router(cell.clone(), telemetry, &cfg);
+    let mut telemetry = Telemetry::new(cell.clone());
+    let ingest_metrics = IngestMetrics::new(&mut telemetry.registry);
+    let metadata = Arc::new(MetadataStore::default());
+    let ingest = Arc::new(IngestState::new(cell.clone(), cfg.ingest_limits(), metadata, ingest_metrics));
+    let app = router(cell.clone(), Arc::new(telemetry), ingest);
 
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let (dir, opts, persist_every, cell2) =

@@ -149,7 +149,11 @@ fn ready_only_after_wal_replay_and_healthy_before() {
                 // 503 while replaying; a 204 is only fine if the replay has just finished.
                 if code != 503 {
                     assert_eq!(code, 204);
-                    assert_eq!(http(&server.addr, "GET", "/-/ready", &[], &[]).unwrap().0, 200, "write accepted before ready");
+                    assert_eq!(
+                        http(&server.addr, "GET", "/-/ready", &[], &[]).unwrap().0,
+                        200,
+                        "write accepted before ready"
+                    );
                 }
             }
             Ok((200, _)) => break,

@@ -1,11 +1,19 @@
-//! toolwatch-ingest: wire formats in, samples out. Decodes Prometheus remote-write (snappy block
-//! + protobuf) and appends through `toolwatch_storage::Appender`; later also MCP probe results.
+//! toolwatch-ingest: wire formats in, samples out. Decodes Prometheus remote-write 1.0 and 2.0
+//! (snappy block + protobuf, decoded zero-copy) and appends through `toolwatch_storage::Appender`;
+//! keeps remote-write metadata for the metadata API.
 //!
-//! Main types: `IngestState` (the storage handle and limits) and `router`, mounted by the binary.
-//! It never touches the data directory itself and never acknowledges a sample that is not in
-//! the WAL.
+//! Main types: `IngestState` (storage handle, limits, metadata, metrics) and `router`, mounted by
+//! the binary. It never touches the data directory itself and never acknowledges a sample that
+//! is not in the WAL.
 
+pub mod decode;
+pub mod metadata;
+pub mod metrics;
 pub mod remote_write;
 pub mod remote_write_proto;
+pub mod wire;
 
+pub use decode::DecodeLimits;
+pub use metadata::MetadataStore;
+pub use metrics::IngestMetrics;
 pub use remote_write::{router, IngestLimits, IngestState};

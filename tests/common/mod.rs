@@ -145,6 +145,7 @@ pub fn remote_write_body(series: &[(Vec<(&str, &str)>, Vec<(i64, f64)>)]) -> Vec
             .map(|(labels, samples)| pb::TimeSeries {
                 labels: labels.iter().map(|(n, v)| pb::Label { name: n.to_string(), value: v.to_string() }).collect(),
                 samples: samples.iter().map(|&(t, v)| pb::Sample { value: v, timestamp: t }).collect(),
+                ..Default::default()
             })
             .collect(),
         metadata: vec![],
