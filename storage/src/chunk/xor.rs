@@ -150,13 +150,13 @@ impl<'a> XorIter<'a> {
             }
             1 => {
                 self.delta = unzigzag(read_varint(&mut self.r)?);
-                self.t += self.delta;
+                self.t = self.t.wrapping_add(self.delta);
                 self.read_xor()?;
             }
             _ => {
                 let dod = read_dod(&mut self.r)?;
                 self.delta = self.delta.wrapping_add(dod);
-                self.t += self.delta;
+                self.t = self.t.wrapping_add(self.delta);
                 self.read_xor()?;
             }
         }
@@ -175,11 +175,12 @@ impl<'a> XorIter<'a> {
             if sig == 0 {
                 sig = 64;
             }
-            self.trailing = 64 - self.leading - sig;
+            // A corrupt chunk can claim more bits than a value has: stop instead of wrapping.
+            self.trailing = 64u8.checked_sub(self.leading)?.checked_sub(sig)?;
         }
         let sig = 64 - self.leading - self.trailing;
         let x = self.r.read_bits(sig)?;
-        self.v ^= x << self.trailing;
+        self.v ^= x.checked_shl(self.trailing as u32).unwrap_or(0);
         Some(())
     }
 }
@@ -264,5 +265,21 @@ mod tests {
             }
             round_trip(&s);
         }
+    }
+}
+
+#[cfg(test)]
+mod corrupt_tests {
+    use super::*;
+
+    /// Found by the chunk_decode fuzz target: a window wider than 64 bits must end the chunk.
+    #[test]
+    fn corrupt_window_ends_iteration() {
+        let mut data = vec![0, 3];
+        data.extend_from_slice(&[0x00; 9]);
+        // second sample: delta varint 0, then control `11`, leading 31, sig 63 (31 + 63 > 64)
+        data.extend_from_slice(&[0x00, 0b1111_1111, 0b1111_1100, 0xff, 0xff]);
+        let n = XorIter::new(&data).count();
+        assert!(n <= 3);
     }
 }
