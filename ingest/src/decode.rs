@@ -111,7 +111,12 @@ fn v1_series<'a>(buf: &'a [u8], d: &mut Decoded<'a>) -> WireResult<SeriesSpan> {
     while let Some((num, v)) = r.field()? {
         match num {
             1 => {
-                let mut lr = Reader::new(v.bytes("label")?);
+                let lb = v.bytes("label")?;
+                if let Some(l) = label_fast(lb) {
+                    d.labels.push(l);
+                    continue;
+                }
+                let mut lr = Reader::new(lb);
                 let (mut name, mut value) = ("", "");
                 while let Some((n, lv)) = lr.field()? {
                     match n {
@@ -133,8 +138,36 @@ fn v1_series<'a>(buf: &'a [u8], d: &mut Decoded<'a>) -> WireResult<SeriesSpan> {
     Ok(span)
 }
 
+/// The usual encoding of a v1 label, `0x0a len name 0x12 len value` with one-byte lengths,
+/// decoded with one UTF-8 check for both strings: tags and one-byte lengths are ASCII, so the
+/// whole slice is valid UTF-8 exactly when name and value are. None for anything else (the
+/// generic path then decides).
+#[inline]
+fn label_fast(b: &[u8]) -> Option<LabelRef<'_>> {
+    if b.len() < 4 || b[0] != 0x0a || b[1] >= 0x80 {
+        return None;
+    }
+    let nl = b[1] as usize;
+    let vt = 2 + nl;
+    if b.len() < vt + 2 || b[vt] != 0x12 || b[vt + 1] >= 0x80 || b.len() != vt + 2 + b[vt + 1] as usize {
+        return None;
+    }
+    let all = std::str::from_utf8(b).ok()?;
+    Some(LabelRef { name: &all[2..vt], value: &all[vt + 2..] })
+}
+
 /// Sample (v1 and v2): value = 1 (double), timestamp = 2 (int64), v2's start_timestamp = 3.
+#[inline]
 fn sample(buf: &[u8]) -> WireResult<((i64, f64), i64)> {
+    // Usual encoding: 0x09 + 8-byte double, 0x10 + varint timestamp, nothing else.
+    if buf.len() >= 11 && buf[0] == 0x09 && buf[9] == 0x10 {
+        let v = f64::from_bits(u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes")));
+        let mut r = Reader::new(&buf[10..]);
+        let t = r.varint()? as i64;
+        if r.at_end() {
+            return Ok(((t, v), 0));
+        }
+    }
     let (mut t, mut v, mut start) = (0i64, 0f64, 0i64);
     let mut r = Reader::new(buf);
     while let Some((num, x)) = r.field()? {

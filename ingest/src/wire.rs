@@ -82,6 +82,10 @@ impl<'a> Reader<'a> {
         err("varint longer than 10 bytes")
     }
 
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
     fn take(&mut self, n: usize) -> WireResult<&'a [u8]> {
         if n > self.buf.len() - self.pos {
             return err(format!("length {n} exceeds the {} bytes left", self.buf.len() - self.pos));
