@@ -23,7 +23,7 @@ for sc in 10000x120 100000x30; do
         "$TW" --listen "127.0.0.1:$port" --data-dir "$dir" 2>"$dir.log" & pid=$!
         until curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null; do sleep 0.1; done
       else
-        pid=$("$PEERS/start_peer.sh" victoria-metrics "$port" "$dir" | tail -1)
+        pid=$("$PEERS/start_peer.sh" victoria-metrics "$port" "$dir" 2>/dev/null | tail -1)
       fi
       out=$("$RWLOAD" --url "http://127.0.0.1:$port/api/v1/write" --series "$series" --samples-per-series "$steps" --peer-pid "$pid" 2>&1)
       sps=$(grep -o 'samples_per_s=[0-9]*' <<<"$out" | cut -d= -f2)
