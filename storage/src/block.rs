@@ -254,6 +254,7 @@ impl Block {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of the files directly in `dir`.
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }

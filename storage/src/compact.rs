@@ -1,7 +1,7 @@
 //! Persistence: cutting head data into blocks, merging blocks (compaction), deleting them
 //! (retention), and checkpointing the WAL once its data is in blocks.
 
-use crate::block::{Block, BlockMeta, BlockWriter};
+use crate::block::{dir_size, Block, BlockMeta, BlockWriter};
 use crate::db::Db;
 use crate::error::{IoContext, Result};
 use crate::head::CutSeries;
@@ -167,7 +167,7 @@ impl Db {
         let mut doomed: Vec<Arc<Block>> =
             blocks.iter().filter(|b| b.meta.max_time < newest - inner.opts.retention_ms).cloned().collect();
         if inner.opts.retention_bytes > 0 {
-            let wal_bytes = dir_bytes(&inner.dir.join("wal"));
+            let wal_bytes = dir_size(&inner.dir.join("wal"));
             let mut total: u64 = wal_bytes + blocks.iter().map(|b| b.size_bytes).sum::<u64>();
             for b in &blocks {
                 if total <= inner.opts.retention_bytes {
@@ -222,8 +222,4 @@ fn remove_block_dir(dir: &std::path::Path) -> Result<()> {
     let doomed = dir.with_extension("deleting");
     fs::rename(dir, &doomed).ctx(|| format!("renaming {} for deletion", dir.display()))?;
     fs::remove_dir_all(&doomed).ctx(|| format!("deleting {}", doomed.display()))
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
