@@ -30,9 +30,24 @@ fn append_step(db: &Db, labels: &[Vec<LabelRef<'_>>], values: &[f64], range: std
 
 fn bench_append(c: &mut Criterion) {
     let mut w = Workload::new(SERIES, 15_000);
-    let owned = w.labels.clone();
-    let labels: Vec<Vec<LabelRef<'_>>> =
-        owned.iter().map(|l| l.iter().map(|(n, v)| LabelRef { name: n, value: v }).collect()).collect();
+    // Label strings laid out one after another in one buffer, as they are in a decompressed
+    // remote-write request (where the ingest decoder borrows them from).
+    let arena: String = w.labels.iter().flatten().map(|(n, v)| format!("{n}{v}")).collect();
+    let mut pos = 0;
+    let labels: Vec<Vec<LabelRef<'_>>> = w
+        .labels
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|(n, v)| {
+                    let name = &arena[pos..pos + n.len()];
+                    let value = &arena[pos + n.len()..pos + n.len() + v.len()];
+                    pos += n.len() + v.len();
+                    LabelRef { name, value }
+                })
+                .collect()
+        })
+        .collect();
     let values: Vec<f64> = w.step().to_vec();
     let mut g = c.benchmark_group("append_known_series");
     g.throughput(Throughput::Elements(SERIES as u64));
