@@ -49,12 +49,13 @@ fn accepted_and_partially_rejected_v1() {
     assert_eq!(code, 400, "{body}");
     assert!(body.starts_with("4 samples rejected"), "{body}");
     assert!(body.contains("2 samples written"), "{body}");
-    assert!(body.contains("out-of-order") && body.contains("duplicate sample"), "{body}");
+    assert!(body.contains("out-of-order") && body.contains("empty label name"), "{body}");
     let m = http(&server.addr, "GET", "/metrics", &[], &[]).unwrap().1;
     let m = String::from_utf8_lossy(&m);
     assert!(m.contains(r#"toolwatch_remote_write_samples_total{result="accepted"} 4"#), "{m}");
     assert!(m.contains(r#"toolwatch_remote_write_samples_total{result="out_of_order"} 1"#), "{m}");
     assert!(m.contains(r#"toolwatch_remote_write_samples_total{result="invalid"} 2"#), "{m}");
+    assert!(m.contains(r#"toolwatch_remote_write_samples_total{result="duplicate"} 1"#), "{m}");
     assert!(m.contains(r#"toolwatch_remote_write_requests_total{version="1.0",code="400"} 1"#), "{m}");
     let got = stop_and_read(server, "rw");
     assert_eq!(got[0], (r#"{__name__="rw", job="a"}"#.to_string(), vec![(1000, 1.0), (2000, 2.0), (3000, 3.0)]));

@@ -21,9 +21,8 @@ fn open_db() -> (tempfile::TempDir, Db) {
 fn append_step(db: &Db, labels: &[Vec<LabelRef<'_>>], values: &[f64], range: std::ops::Range<usize>, t: i64) {
     for chunk in range.collect::<Vec<_>>().chunks(BATCH) {
         let mut app = db.appender().unwrap();
-        for &i in chunk {
-            app.append(&labels[i], t, values[i]).unwrap();
-        }
+        let items: Vec<(&[LabelRef<'_>], i64, f64)> = chunk.iter().map(|&i| (&labels[i][..], t, values[i])).collect();
+        app.append_batch(&items, |i, e| panic!("sample {i} rejected: {e}"));
         app.commit().unwrap();
     }
 }

@@ -227,8 +227,9 @@ fn append(st: &IngestState, db: &Db, d: &Decoded<'_>) -> Result<Outcome, toolwat
         }
     };
     let mut exemplars = 0u64;
-    let mut app = db.appender()?;
-    for s in &d.series {
+    let mut items: Vec<(&[toolwatch_storage::LabelRef<'_>], i64, f64)> = Vec::with_capacity(d.samples.len());
+    let mut item_series: Vec<u32> = Vec::with_capacity(d.samples.len());
+    for (si, s) in d.series.iter().enumerate() {
         let labels = d.series_labels(s);
         let samples = d.series_samples(s);
         exemplars += s.exemplars as u64;
@@ -246,19 +247,19 @@ fn append(st: &IngestState, db: &Db, d: &Decoded<'_>) -> Result<Outcome, toolwat
             continue;
         }
         for &(t, v) in samples {
-            match app.append(labels, t, v) {
-                Ok(()) => out.written += 1,
-                Err(e) => {
-                    out.rejected += 1;
-                    let r = e.reason();
-                    if let Some(i) = reasons.iter().position(|x| *x == r) {
-                        by_reason[i] += 1;
-                    }
-                    note(&mut out, format!("{}: {e}", describe(labels)));
-                }
-            }
+            items.push((labels, t, v));
+            item_series.push(si as u32);
         }
     }
+    let mut app = db.appender()?;
+    out.written = app.append_batch(&items, |i, e| {
+        out.rejected += 1;
+        if let Some(k) = reasons.iter().position(|x| *x == e.reason()) {
+            by_reason[k] += 1;
+        }
+        let labels = d.series_labels(&d.series[item_series[i] as usize]);
+        note(&mut out, format!("{}: {e}", describe(labels)));
+    }) as u64;
     app.commit()?;
     let m = &st.metrics;
     m.count_samples("accepted", out.written);

@@ -3,8 +3,8 @@
 
 use crate::block::Block;
 use crate::error::{IoContext, Result, StorageError};
-use crate::head::{Head, HeadOptions, Mode};
-use crate::labels::{LabelRef, Labels};
+use crate::head::{BatchItem, Head, HeadOptions, Mode};
+use crate::labels::{hash_label_refs, LabelRef, Labels};
 use crate::matcher::Matcher;
 use crate::series::Series;
 use crate::wal::{FsyncMode, SamplesEncoder, Wal};
@@ -252,6 +252,58 @@ impl Appender<'_> {
         Ok(())
     }
 
+    /// Appends many samples at once; the fast path for decoded write requests. Each item is
+    /// (labels, t, v) with the same label rules as `append`; `on_error` hears about every
+    /// rejected item by index. Returns how many were accepted.
+    pub fn append_batch<'l>(
+        &mut self,
+        items: &[(&'l [LabelRef<'l>], i64, f64)],
+        mut on_error: impl FnMut(usize, AppendError),
+    ) -> usize {
+        let mut batch: Vec<BatchItem<'l>> = Vec::with_capacity(items.len());
+        let mut index: Vec<usize> = Vec::with_capacity(items.len());
+        let before = self.accepted;
+        for (i, &(labels, t, v)) in items.iter().enumerate() {
+            let clean = !labels.is_empty()
+                && labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty())
+                && labels.windows(2).all(|w| name_lt(w[0].name, w[1].name));
+            if clean {
+                batch.push(BatchItem { labels, hash: hash_label_refs(labels.iter().copied()), t, v });
+                index.push(i);
+            } else if let Err(e) = self.append(labels, t, v) {
+                on_error(i, e);
+            }
+        }
+        let wal = &self.db.wal;
+        let mut results = Vec::new();
+        self.db.head.append_batch(&batch, &mut results, Mode::Live, &mut |r, l| wal.log_series(r, l));
+        for (k, res) in results.into_iter().enumerate() {
+            let it = &batch[k];
+            match res {
+                Ok(r) => {
+                    self.enc.add(r, it.t, it.v);
+                    self.accepted += 1;
+                }
+                Err(e) => {
+                    self.count_rejection(&e);
+                    on_error(index[k], e);
+                }
+            }
+        }
+        self.accepted - before
+    }
+
+    fn count_rejection(&self, e: &AppendError) {
+        let s = &self.db.stats;
+        let c = match e {
+            AppendError::OutOfOrder { .. } => &s.samples_rejected_out_of_order,
+            AppendError::Duplicate { .. } => &s.samples_rejected_duplicate,
+            AppendError::SeriesLimit { .. } => &s.samples_rejected_limit,
+            _ => &s.samples_rejected_other,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn append_sorted(&mut self, labels: &[LabelRef<'_>], t: i64, v: f64) -> Result<u64, AppendError> {
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels("empty label set"));
@@ -259,14 +311,7 @@ impl Appender<'_> {
         let wal = &self.db.wal;
         let res = self.db.head.append(labels, t, v, Mode::Live, &mut |r, l| wal.log_series(r, l));
         if let Err(e) = &res {
-            let s = &self.db.stats;
-            let c = match e {
-                AppendError::OutOfOrder { .. } => &s.samples_rejected_out_of_order,
-                AppendError::Duplicate { .. } => &s.samples_rejected_duplicate,
-                AppendError::SeriesLimit { .. } => &s.samples_rejected_limit,
-                _ => &s.samples_rejected_other,
-            };
-            c.fetch_add(1, Ordering::Relaxed);
+            self.count_rejection(e);
         }
         res
     }

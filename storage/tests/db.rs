@@ -173,3 +173,47 @@ fn second_open_names_the_holder() {
 fn labels_display() {
     assert_eq!(Labels::from_pairs(&[("a", "x\"y")]).to_string(), r#"{a="x\"y"}"#);
 }
+
+#[test]
+fn append_batch_matches_single_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let names: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+    let labels: Vec<Vec<LabelRef<'_>>> = names
+        .iter()
+        .map(|n| vec![LabelRef { name: "__name__", value: "b" }, LabelRef { name: "id", value: n }])
+        .collect();
+    let mut app = db.appender().unwrap();
+    // Two samples per series in one batch (order kept per series), one out of order, one
+    // duplicate, one unsorted label set (slow path) and a series created inside the batch.
+    let mut items: Vec<(&[LabelRef<'_>], i64, f64)> = Vec::new();
+    for l in &labels {
+        items.push((l, 1000, 1.0));
+    }
+    for l in &labels {
+        items.push((l, 2000, 2.0));
+    }
+    items.push((&labels[0], 1500, 9.0));
+    items.push((&labels[1], 2000, 3.0));
+    let unsorted = [LabelRef { name: "id", value: "u" }, LabelRef { name: "__name__", value: "b" }];
+    items.push((&unsorted, 1000, 5.0));
+    let mut errors = Vec::new();
+    let accepted = app.append_batch(&items, |i, e| errors.push((i, e)));
+    app.commit().unwrap();
+    assert_eq!(accepted, 601);
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0].0, 600);
+    assert!(matches!(errors[0].1, AppendError::OutOfOrder { .. }));
+    assert_eq!(errors[1], (601, AppendError::Duplicate { t: 2000 }));
+    drop(db);
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let got = samples(&db, &[Matcher::eq("__name__", "b")]);
+    assert_eq!(got.len(), 301);
+    for (name, s) in &got {
+        if name.contains("\"u\"") {
+            assert_eq!(s, &vec![(1000, 5f64.to_bits())]);
+        } else {
+            assert_eq!(s, &vec![(1000, 1f64.to_bits()), (2000, 2f64.to_bits())], "{name}");
+        }
+    }
+}

@@ -90,10 +90,19 @@ proptest! {
                     let id = name(series);
                     let labels = [LabelRef { name: "__name__", value: "m" }, LabelRef { name: "id", value: &id }];
                     let mut app = db.appender().unwrap();
-                    for k in 0..n {
-                        let t = t + k * 15_000;
+                    let ts: Vec<i64> = (0..n).map(|k| t + k * 15_000).collect();
+                    let mut outcome: Vec<Result<(), AppendError>> = Vec::new();
+                    if let Op::Batch { .. } = op {
+                        // Batches go through append_batch, single appends through append.
+                        let items: Vec<(&[LabelRef<'_>], i64, f64)> = ts.iter().map(|&t| (&labels[..], t, value(series, t))).collect();
+                        outcome = vec![Ok(()); items.len()];
+                        app.append_batch(&items, |i, e| outcome[i] = Err(e));
+                    } else {
+                        outcome.push(app.append(&labels, t, value(series, t)));
+                    }
+                    for (&t, res) in ts.iter().zip(outcome) {
                         let newest = model.get(&series).and_then(|m| m.keys().next_back().copied());
-                        match app.append(&labels, t, value(series, t)) {
+                        match res {
                             Ok(()) => {
                                 model.entry(series).or_default().insert(t, value(series, t).to_bits());
                             }
