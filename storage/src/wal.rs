@@ -367,7 +367,9 @@ pub fn read_records(path: &Path, mut f: impl FnMut(Record<'_>)) -> Result<(u64, 
     // Mapped rather than read: no copy of a 128 MiB segment into fresh (page-faulting) memory.
     // SAFETY: only this process writes WAL files (it holds the data-dir lock), and a segment
     // being replayed is never written while mapped.
-    let map = unsafe { memmap2::Mmap::map(&fh) }.ctx(|| format!("mapping {}", path.display()))?;
+    // populate: fault the whole segment in one go instead of a page at a time while decoding.
+    let map =
+        unsafe { memmap2::MmapOptions::new().populate().map(&fh) }.ctx(|| format!("mapping {}", path.display()))?;
     let data = &map[..];
     let mut pos = 0usize;
     while pos < data.len() {
