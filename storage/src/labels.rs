@@ -89,21 +89,8 @@ impl Labels {
     pub fn hash_key(&self) -> LabelsHash {
         hash_label_refs(self.0.iter().map(|l| LabelRef { name: &l.name, value: &l.value }))
     }
-
-    /// Same as comparing with `Labels::from_sorted_refs(refs)` but allocation-free.
-    pub fn eq_refs(&self, refs: &[LabelRef<'_>]) -> bool {
-        self.0.len() == refs.len() && self.0.iter().zip(refs).all(|(a, b)| *a.name == *b.name && *a.value == *b.value)
-    }
-
-    /// Re-interns every string through `interner` so equal strings share one allocation.
-    pub fn interned(&self, interner: &Interner) -> Labels {
-        Labels(
-            self.0.iter().map(|l| Label { name: interner.intern(&l.name), value: interner.intern(&l.value) }).collect(),
-        )
-    }
 }
 
-/// Hash of a label set in sorted order. Separators keep `{a="bc"}` and `{ab="c"}` apart.
 /// A label set's identity in the head. `bucket` (Fx: cheap, runs for every appended sample)
 /// picks the table entry; `check` (foldhash, keyed with a per-process random seed, so nobody can
 /// craft collisions) confirms it without reading the stored labels, which would cost a cache miss
@@ -120,8 +107,9 @@ fn check_state() -> &'static foldhash::quality::RandomState {
 }
 
 pub fn hash_label_refs<'a>(labels: impl Iterator<Item = LabelRef<'a>>) -> LabelsHash {
-    // Both hashers take the label set as one byte string (`name 0xff value 0xff ...`): two
-    // long writes are much cheaper than four short ones per label per hasher.
+    // Both hashers take the label set as one byte string (`name 0xff value 0xff ...`; the
+    // separators keep `{a="bc"}` and `{ab="c"}` apart): two long writes are much cheaper than
+    // four short ones per label per hasher.
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -222,7 +210,6 @@ mod tests {
         let l = Labels::from_pairs(&[("b", "2"), ("a", "1"), ("c", "")]);
         assert_eq!(l.to_string(), r#"{a="1", b="2"}"#);
         let refs = [LabelRef { name: "a", value: "1" }, LabelRef { name: "b", value: "2" }];
-        assert!(l.eq_refs(&refs));
         assert_eq!(l.hash_key(), hash_label_refs(refs.iter().copied()));
         let other = Labels::from_pairs(&[("a", "1b"), ("b", "")]);
         assert_ne!(l.hash_key(), other.hash_key());

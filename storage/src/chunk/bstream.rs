@@ -47,10 +47,6 @@ impl BitWriter {
     pub fn write_byte(&mut self, b: u8) {
         self.write_bits(b as u64, 8);
     }
-
-    pub fn len_bytes(&self) -> usize {
-        self.buf.len()
-    }
 }
 
 #[derive(Clone, Debug)]

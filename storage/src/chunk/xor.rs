@@ -134,14 +134,6 @@ impl<'a> XorIter<'a> {
         }
     }
 
-    pub fn count(data: &[u8]) -> u16 {
-        if data.len() >= 2 {
-            u16::from_be_bytes([data[0], data[1]])
-        } else {
-            0
-        }
-    }
-
     fn next_inner(&mut self) -> Option<(i64, f64)> {
         match self.read {
             0 => {
