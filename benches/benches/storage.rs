@@ -53,23 +53,41 @@ fn bench_append(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(8));
     for threads in [1usize, 2] {
         let (_dir, db) = open_db();
-        let mut t = 0i64;
-        append_step(&db, &labels, &values, 0..SERIES, t); // create the series first
-        g.bench_function(format!("{threads}_thread"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    t += 15_000;
-                    std::thread::scope(|s| {
-                        for k in 0..threads {
-                            let (db, labels, values) = (&db, &labels, &values);
-                            let part = SERIES / threads;
-                            s.spawn(move || append_step(db, labels, values, k * part..(k + 1) * part, t));
+        append_step(&db, &labels, &values, 0..SERIES, 0); // create the series first
+        let part = SERIES / threads;
+        // Long-lived workers, each owning a share of the series (as connections do), so the
+        // measurement holds appends only, not thread start-up.
+        std::thread::scope(|s| {
+            let mut work = Vec::new();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            for k in 0..threads {
+                let (tx, rx) = std::sync::mpsc::channel::<i64>();
+                work.push(tx);
+                let (db, labels, values, done) = (&db, &labels, &values, done_tx.clone());
+                s.spawn(move || {
+                    for t in rx {
+                        append_step(db, labels, values, k * part..(k + 1) * part, t);
+                        done.send(()).unwrap();
+                    }
+                });
+            }
+            let mut t = 0i64;
+            g.bench_function(format!("{threads}_thread"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        t += 15_000;
+                        for tx in &work {
+                            tx.send(t).unwrap();
                         }
-                    });
-                }
-                start.elapsed()
-            })
+                        for _ in 0..threads {
+                            done_rx.recv().unwrap();
+                        }
+                    }
+                    start.elapsed()
+                })
+            });
+            drop(work);
         });
     }
     g.finish();
