@@ -389,6 +389,14 @@ impl Querier {
         all
     }
 
+    /// How many distinct series match `matchers` in the querier's time range.
+    pub fn series_count(&self, matchers: &[Matcher]) -> usize {
+        let mut all = self.matching_labels(matchers);
+        all.sort();
+        all.dedup();
+        all.len()
+    }
+
     /// Label names of series matching `matchers` (all series when empty), sorted.
     pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
         let mut names: Vec<String> = if matchers.is_empty() {

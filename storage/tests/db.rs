@@ -118,6 +118,14 @@ fn matchers_and_label_queries() {
     assert_eq!(names(vec![Matcher::eq("tool", "")]), vec![r#"{__name__="up"}"#]);
     assert_eq!(names(vec![m(MatchOp::Regex, "tool", "s.*")]).len(), 2);
     assert_eq!(names(vec![m(MatchOp::Regex, "__name__", ".+")]).len(), 7);
+    assert_eq!(db.querier(0, 2000).series_count(&[m(MatchOp::Regex, "__name__", ".+")]), 7);
+    db.flush().unwrap();
+    let mut app = db.appender().unwrap();
+    app.append(&lr(&[("__name__", "up")]), 2000, 1.0).unwrap();
+    app.commit().unwrap();
+    // The same series in a block and in the head counts once.
+    assert_eq!(db.querier(0, 3000).series_count(&[Matcher::eq("__name__", "up")]), 1);
+    assert_eq!(db.querier(1500, 3000).series_count(&[Matcher::eq("tool", "search")]), 0);
     assert_eq!(
         db.querier(0, 2000).label_values("tool", &[Matcher::eq("status", "ok")]),
         vec!["fetch", "search", "write"]
