@@ -167,8 +167,15 @@ fn full_ingest_queue_answers_429() {
         "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\nab"
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let (code, body) = remote_write(&server.addr, &[(vec![("__name__", "q")], vec![(1, 1.0)])]).unwrap();
+    // Until the server has taken the slow request in, our writes may still get the slot.
+    let start = std::time::Instant::now();
+    let (code, body) = loop {
+        let (code, body) = remote_write(&server.addr, &[(vec![("__name__", "q")], vec![(1, 1.0)])]).unwrap();
+        if code != 204 || start.elapsed() > Duration::from_secs(10) {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(code, 429, "{body}");
     assert!(body.contains("ingest.max_inflight_requests = 1"), "{body}");
     drop(slow);
