@@ -225,3 +225,37 @@ fn append_batch_matches_single_appends() {
         }
     }
 }
+
+#[test]
+fn size_retention_deletes_oldest_blocks_and_batch_fsync_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions {
+        wal_fsync: toolwatch_storage::FsyncMode::Batch,
+        max_block_span_ms: 2 * HOUR, // no compaction: one block per 2h window
+        ..Default::default()
+    };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let names: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
+    for i in 0..(8 * 60) {
+        let mut app = db.appender().unwrap();
+        for n in &names {
+            app.append(&lr(&[("__name__", "g"), ("id", n)]), i * 60_000, (i % 7) as f64 + 0.25).unwrap();
+        }
+        app.commit().unwrap();
+    }
+    db.flush().unwrap();
+    let blocks = db.blocks();
+    assert_eq!(blocks.len(), 4, "four 2h blocks");
+    let sizes: Vec<u64> = blocks.iter().map(|b| b.size_bytes).collect();
+    drop(db);
+    // Room for about two blocks plus the WAL: the two oldest must go.
+    let wal: u64 =
+        std::fs::read_dir(dir.path().join("wal")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    let limit = sizes[2] + sizes[3] + wal + 4096;
+    let db = Db::open(dir.path(), DbOptions { retention_bytes: limit, ..opts }).unwrap();
+    let report = db.persist_due().unwrap();
+    assert_eq!(report.blocks_deleted, 2, "{report:?}");
+    let got = samples(&db, &[Matcher::eq("id", "s0")]);
+    assert_eq!(got[0].1.first().unwrap().0, 4 * HOUR, "data from 4h on is kept");
+    assert_eq!(got[0].1.len(), 4 * 60);
+}
