@@ -108,21 +108,21 @@ impl MemSeries {
         if t == self.max_t {
             return if v.to_bits() == self.last_v { Ok(()) } else { Err(AppendError::Duplicate { t }) };
         }
+        // An older timestamp the head already holds is a resend (a client retrying after a 5xx):
+        // the same value is accepted silently wherever it sits, another value is a duplicate.
+        let held = self
+            .in_order_value_at(t)
+            .or_else(|| self.ooo.binary_search_by_key(&t, |s| s.0).ok().map(|i| self.ooo[i].1.to_bits()));
+        if let Some(existing) = held {
+            return if existing == v.to_bits() { Ok(()) } else { Err(AppendError::Duplicate { t }) };
+        }
         let window = opts.out_of_order_window_ms;
         if mode == Mode::Live && (window == 0 || t < self.max_t - window) {
             return Err(AppendError::OutOfOrder { t, newest: self.max_t, window_ms: window });
         }
-        if let Some(existing) = self.in_order_value_at(t) {
-            return if existing == v.to_bits() { Ok(()) } else { Err(AppendError::Duplicate { t }) };
-        }
-        match self.ooo.binary_search_by_key(&t, |s| s.0) {
-            Ok(i) if self.ooo[i].1.to_bits() == v.to_bits() => Ok(()),
-            Ok(_) => Err(AppendError::Duplicate { t }),
-            Err(i) => {
-                self.ooo.insert(i, (t, v));
-                Ok(())
-            }
-        }
+        let i = self.ooo.partition_point(|s| s.0 < t);
+        self.ooo.insert(i, (t, v));
+        Ok(())
     }
 
     fn append_in_order(&mut self, t: i64, v: f64, range: i64) {

@@ -44,6 +44,24 @@ struct Writer {
     dirty: bool,
 }
 
+impl Writer {
+    /// Writes the queued series records. On failure the file is cut back to its last good
+    /// length (no torn record for replay to stop at) and the records stay queued.
+    fn flush_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.pending) {
+            self.file.set_len(self.size).ctx(|| "truncating WAL segment after a failed write".to_string())?;
+            return Err(e).ctx(|| format!("writing WAL segment {}", segment_name(self.seg)));
+        }
+        self.size += self.pending.len() as u64;
+        self.dirty = true;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
 pub fn segment_name(n: u32) -> String {
     format!("{n:08}")
 }
@@ -114,13 +132,23 @@ impl Wal {
             self.rotate_locked(&mut w)?;
         }
         let mut buf = std::mem::take(&mut w.pending);
+        let series_len = buf.len();
         frame(&mut buf, REC_SAMPLES, payload);
-        let res = w.file.write_all(&buf).ctx(|| format!("writing WAL segment {}", segment_name(w.seg)));
+        if let Err(e) = w.file.write_all(&buf) {
+            // A failed write (disk full, I/O error) may leave part of a record behind, and
+            // replay stops at the first bad record: cut the file back to its last good length
+            // so later records stay readable, and keep the queued series records for the retry.
+            let good = w.size;
+            let cut = w.file.set_len(good);
+            buf.truncate(series_len);
+            w.pending = buf;
+            cut.ctx(|| format!("truncating WAL segment {} after a failed write", segment_name(w.seg)))?;
+            return Err(e).ctx(|| format!("writing WAL segment {}", segment_name(w.seg)));
+        }
         w.size += buf.len() as u64;
         w.dirty = true;
         buf.clear();
         w.pending = buf;
-        res?;
         if self.fsync == FsyncMode::Batch {
             w.file.sync_data().ctx(|| "fsync of WAL segment".to_string())?;
             w.dirty = false;
@@ -131,12 +159,7 @@ impl Wal {
     /// Writes queued records and fsyncs the open segment.
     pub fn sync(&self) -> Result<()> {
         let mut w = self.inner.lock();
-        if !w.pending.is_empty() {
-            let buf = std::mem::take(&mut w.pending);
-            w.file.write_all(&buf).ctx(|| "writing WAL".to_string())?;
-            w.size += buf.len() as u64;
-            w.dirty = true;
-        }
+        w.flush_pending()?;
         if w.dirty {
             // The fsync runs outside the lock so appends are not stalled by the disk.
             let f = w.file.try_clone().ctx(|| "cloning WAL handle".to_string())?;
@@ -154,10 +177,7 @@ impl Wal {
     }
 
     fn rotate_locked(&self, w: &mut Writer) -> Result<u32> {
-        if !w.pending.is_empty() {
-            let buf = std::mem::take(&mut w.pending);
-            w.file.write_all(&buf).ctx(|| "writing WAL".to_string())?;
-        }
+        w.flush_pending()?;
         w.file.sync_data().ctx(|| "fsync of WAL segment".to_string())?;
         let closed = w.seg;
         w.file = create_segment(&self.dir, closed + 1)?;

@@ -69,6 +69,9 @@ fn ordering_rules() {
     assert!(matches!(app.append(&l, 900_000, 0.1), Err(AppendError::OutOfOrder { .. })));
     assert!(matches!(app.append(&l, -1, 0.1), Err(AppendError::NegativeTimestamp { .. })));
     app.append(&l, 1_010_000, 3.0).unwrap();
+    // A resend of samples the head holds (a retry after a 5xx) is accepted, even when older.
+    app.append(&l, 1_000_000, 1.0).unwrap();
+    app.append(&l, 990_000, 0.5).unwrap();
     app.append(&lr(&[("__name__", "old")]), 5, 1.0).unwrap();
     app.commit().unwrap();
     let want = vec![(990_000, 0.5f64.to_bits()), (1_000_000, 1f64.to_bits()), (1_010_000, 3f64.to_bits())];
