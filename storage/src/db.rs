@@ -232,9 +232,7 @@ impl Appender<'_> {
     /// Appends one sample. `labels` should be sorted by name; unsorted input is sorted here,
     /// labels with empty values are dropped, and empty or repeated names are rejected.
     pub fn append(&mut self, labels: &[LabelRef<'_>], t: i64, v: f64) -> Result<(), AppendError> {
-        let clean = labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty())
-            && labels.windows(2).all(|w| name_lt(w[0].name, w[1].name));
-        let r = if clean {
+        let r = if is_clean(labels) {
             self.append_sorted(labels, t, v)?
         } else {
             let mut sorted: Vec<LabelRef<'_>> = labels.iter().copied().filter(|l| !l.value.is_empty()).collect();
@@ -264,10 +262,7 @@ impl Appender<'_> {
         let mut index: Vec<usize> = Vec::with_capacity(items.len());
         let before = self.accepted;
         for (i, &(labels, t, v)) in items.iter().enumerate() {
-            let clean = !labels.is_empty()
-                && labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty())
-                && labels.windows(2).all(|w| name_lt(w[0].name, w[1].name));
-            if clean {
+            if !labels.is_empty() && is_clean(labels) {
                 batch.push(BatchItem { labels, hash: hash_label_refs(labels.iter().copied()), t, v });
                 index.push(i);
             } else if let Err(e) = self.append(labels, t, v) {
@@ -341,6 +336,13 @@ impl Drop for Appender<'_> {
         }
         self.db.inflight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Labels the head can take as they are: names sorted and unique, none empty, no empty values.
+#[inline]
+fn is_clean(labels: &[LabelRef<'_>]) -> bool {
+    labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty())
+        && labels.windows(2).all(|w| name_lt(w[0].name, w[1].name))
 }
 
 /// `a < b` for label names; most adjacent names differ in their first byte, which saves a

@@ -216,7 +216,6 @@ impl Wal {
         let dst = self.dir.join(checkpoint_name(upto));
         fs::rename(&tmp, &dst).ctx(|| format!("renaming {}", tmp.display()))?;
         sync_dir(&self.dir)?;
-        let files = list(&self.dir)?;
         for e in fs::read_dir(&self.dir).ctx(|| "listing WAL".to_string())?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             let old_cp = name.starts_with("checkpoint.") && name != checkpoint_name(upto);
@@ -225,7 +224,6 @@ impl Wal {
                 let _ = fs::remove_file(e.path());
             }
         }
-        drop(files);
         Ok(())
     }
 }
