@@ -161,18 +161,28 @@ fn full_ingest_queue_answers_429() {
         &["--config", &write_config(dir.path(), "ingest:\n  max_inflight_requests: 1\n")],
     );
     // Hold the only slot: headers promise a body that never finishes arriving.
-    let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
-    write!(
-        slow,
-        "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\nab"
-    )
-    .unwrap();
-    // Until the server has taken the slow request in, our writes may still get the slot.
+    let hold = || {
+        let mut c = std::net::TcpStream::connect(&server.addr).unwrap();
+        write!(
+            c,
+            "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\nab"
+        )
+        .unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        c
+    };
+    let mut slow = hold();
+    // Until the server has taken the slow request in, our writes may still get the slot; and if
+    // one of them held it when the slow request arrived, that one was answered 429: send it again.
     let start = std::time::Instant::now();
     let (code, body) = loop {
         let (code, body) = remote_write(&server.addr, &[(vec![("__name__", "q")], vec![(1, 1.0)])]).unwrap();
         if code != 204 || start.elapsed() > Duration::from_secs(10) {
             break (code, body);
+        }
+        let mut buf = [0u8; 64];
+        if matches!(std::io::Read::read(&mut slow, &mut buf), Ok(_)) {
+            slow = hold();
         }
         std::thread::sleep(Duration::from_millis(20));
     };
