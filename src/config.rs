@@ -17,6 +17,7 @@ pub struct Config {
     pub log_level: String,
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
+    pub query: QueryConfig,
 }
 
 impl Default for Config {
@@ -27,6 +28,7 @@ impl Default for Config {
             log_level: "info".into(),
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -96,6 +98,36 @@ impl Default for IngestConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Longest a query may run; a request's `timeout` can only shorten it.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Samples one query may load before it fails.
+    pub max_samples: usize,
+    /// How far back an instant selector looks for a sample.
+    #[serde(deserialize_with = "de_duration")]
+    pub lookback_delta: Duration,
+    /// Queries evaluated at once; more wait for a slot.
+    pub max_concurrency: usize,
+    /// Points per series a range query may return.
+    pub max_points_per_series: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let d = toolwatch_query::EngineOptions::default();
+        QueryConfig {
+            timeout: d.timeout,
+            max_samples: d.max_samples,
+            lookback_delta: d.lookback,
+            max_concurrency: 20,
+            max_points_per_series: d.max_points_per_series,
+        }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
@@ -108,6 +140,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.storage.block_range.as_millis() == 0 {
             bail!("storage.block_range must be positive");
+        }
+        if self.query.lookback_delta.is_zero() || self.query.timeout.is_zero() {
+            bail!("query.lookback_delta and query.timeout must be positive");
         }
         if self.storage.wal_segment_bytes < 1 << 20 {
             bail!("storage.wal_segment_bytes must be at least 1MiB");
@@ -133,6 +168,17 @@ impl Config {
                 .max_block_span
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or((retention_ms / 10).min(31 * 24 * 3600 * 1000)),
+        }
+    }
+
+    pub fn engine_options(&self) -> toolwatch_query::EngineOptions {
+        let q = &self.query;
+        toolwatch_query::EngineOptions {
+            lookback: q.lookback_delta,
+            max_samples: q.max_samples,
+            timeout: q.timeout,
+            max_points_per_series: q.max_points_per_series,
+            ..Default::default()
         }
     }
 
@@ -187,6 +233,20 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         rest = &rest[unit.len()..];
     }
     Ok(Duration::from_millis(total))
+}
+
+/// A duration in Prometheus' notation with the largest units that divide it (`15d`, `90m`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [("d", 86_400_000u64), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use toolwatch_ingest::{IngestMetrics, IngestState, MetadataStore};
+use toolwatch_query::http::{MetadataSource, MetricMetadata, QueryState, RuntimeFacts};
 use toolwatch_storage::{DataDirLock, Db};
 
 #[derive(Clone)]
@@ -21,15 +22,44 @@ struct AppState {
     telemetry: Arc<Telemetry>,
 }
 
-pub fn router(db: Arc<OnceLock<Db>>, telemetry: Arc<Telemetry>, ingest: Arc<IngestState>) -> Router {
+/// Serves remote-write metadata to the query API's `/api/v1/metadata`.
+struct Metadata(Arc<MetadataStore>);
+
+impl MetadataSource for Metadata {
+    fn all(&self) -> Vec<MetricMetadata> {
+        self.0
+            .all()
+            .into_iter()
+            .map(|(metric, m)| MetricMetadata { metric, typ: m.typ, help: m.help, unit: m.unit })
+            .collect()
+    }
+}
+
+pub fn router(
+    db: Arc<OnceLock<Db>>,
+    telemetry: Arc<Telemetry>,
+    ingest: Arc<IngestState>,
+    query: Arc<QueryState>,
+) -> Router {
     let st = AppState { db: db.clone(), telemetry: telemetry.clone() };
     let own = Router::new()
         .route("/-/healthy", get(|| async { "toolwatch is Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/admin/flush", post(flush))
+        // Until rule evaluation lands there are no rules or alerts; Grafana asks for both.
+        .route(
+            "/api/v1/rules",
+            get(|| async { Json(serde_json::json!({"status": "success", "data": {"groups": []}})) }),
+        )
+        .route(
+            "/api/v1/alerts",
+            get(|| async { Json(serde_json::json!({"status": "success", "data": {"alerts": []}})) }),
+        )
         .with_state(st.clone());
-    own.merge(toolwatch_ingest::router(ingest)).layer(middleware::from_fn_with_state(st, count_requests))
+    own.merge(toolwatch_ingest::router(ingest))
+        .merge(toolwatch_query::http::router(query))
+        .layer(middleware::from_fn_with_state(st, count_requests))
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
@@ -82,8 +112,23 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut telemetry = Telemetry::new(cell.clone());
     let ingest_metrics = IngestMetrics::new(&mut telemetry.registry);
     let metadata = Arc::new(MetadataStore::default());
-    let ingest = Arc::new(IngestState::new(cell.clone(), cfg.ingest_limits(), metadata, ingest_metrics));
-    let app = router(cell.clone(), Arc::new(telemetry), ingest);
+    let ingest = Arc::new(IngestState::new(cell.clone(), cfg.ingest_limits(), metadata.clone(), ingest_metrics));
+    let runtime = RuntimeFacts {
+        start_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        retention: crate::config::format_duration(cfg.storage.retention_time),
+    };
+    let query = Arc::new(QueryState::new(
+        cell.clone(),
+        cfg.engine_options(),
+        cfg.query.max_concurrency,
+        Arc::new(Metadata(metadata)),
+        runtime,
+        env!("CARGO_PKG_VERSION"),
+    ));
+    let app = router(cell.clone(), Arc::new(telemetry), ingest, query);
 
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let (dir, opts, persist_every, cell2) =

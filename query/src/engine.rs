@@ -58,7 +58,7 @@ pub struct QueryStats {
 }
 
 pub struct Engine {
-    db: Arc<Db>,
+    db: Db,
     opts: EngineOptions,
 }
 
@@ -80,7 +80,7 @@ pub fn parse(q: &str) -> Result<Expr> {
 }
 
 impl Engine {
-    pub fn new(db: Arc<Db>, opts: EngineOptions) -> Engine {
+    pub fn new(db: Db, opts: EngineOptions) -> Engine {
         Engine { db, opts }
     }
 
@@ -88,7 +88,7 @@ impl Engine {
         &self.opts
     }
 
-    pub fn db(&self) -> &Arc<Db> {
+    pub fn db(&self) -> &Db {
         &self.db
     }
 

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod histogram;
+pub mod http;
 pub mod parse_error;
 pub mod promqltest;
 pub mod range_functions;

@@ -291,7 +291,7 @@ pub fn run_script(text: &str, mut new_db: impl FnMut() -> Arc<Db>) -> Result<Vec
             }
             Cmd::Load { step, series } => load(&db, step, &series)?,
             Cmd::Eval(e) => {
-                let engine = Engine::new(db.clone(), EngineOptions::default());
+                let engine = Engine::new((*db).clone(), EngineOptions::default());
                 let failure = run_eval(&engine, &e).err();
                 out.push(EvalOutcome { line: e.line, query: e.query.clone(), failure });
             }

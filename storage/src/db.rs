@@ -391,6 +391,14 @@ impl Querier {
         all
     }
 
+    /// Labels of the distinct series matching `matchers` in the querier's time range, sorted.
+    pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        let mut all = self.matching_labels(matchers);
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// How many distinct series match `matchers` in the querier's time range.
     pub fn series_count(&self, matchers: &[Matcher]) -> usize {
         let mut all = self.matching_labels(matchers);
