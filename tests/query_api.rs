@@ -1,0 +1,313 @@
+//! The Prometheus HTTP query API against the real binary: the requests Grafana's Prometheus data
+//! source sends (replayed as it sends them), Debian's promtool, Prometheus' error mapping and the
+//! configurable limits.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+/// 2023-11-14T22:13:20Z, in milliseconds.
+const BASE: i64 = 1_700_000_000_000;
+const STEP: i64 = 15_000;
+
+fn load(addr: &str) {
+    let counter = |n: usize, per_step: f64| -> Vec<(i64, f64)> {
+        (0..n).map(|i| (BASE + i as i64 * STEP, i as f64 * per_step)).collect()
+    };
+    let mut series: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = vec![
+        (vec![("__name__", "mcp_tool_calls_total"), ("tool", "search"), ("status", "ok")], counter(41, 3.0)),
+        (vec![("__name__", "mcp_tool_calls_total"), ("tool", "search"), ("status", "error")], counter(41, 1.0)),
+        (vec![("__name__", "mcp_tool_calls_total"), ("tool", "fetch"), ("status", "ok")], counter(41, 6.0)),
+    ];
+    for (le, frac) in [("0.1", 0.5), ("0.5", 0.9), ("+Inf", 1.0)] {
+        series.push((
+            vec![("__name__", "mcp_tool_latency_seconds_bucket"), ("tool", "search"), ("le", le)],
+            counter(41, 4.0 * frac),
+        ));
+    }
+    let (code, body) = remote_write(addr, &series).unwrap();
+    assert_eq!(code, 204, "{body}");
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn post_form(addr: &str, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
+    let body = form(pairs);
+    let (code, b) =
+        http(addr, "POST", path, &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes()).unwrap();
+    (code, serde_json::from_slice(&b).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&b))))
+}
+
+fn get(addr: &str, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
+    let (code, b) = http(addr, "GET", &format!("{path}?{}", form(pairs)), &[], &[]).unwrap();
+    (code, serde_json::from_slice(&b).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&b))))
+}
+
+fn secs(ms: i64) -> String {
+    format!("{}", ms as f64 / 1000.0)
+}
+
+#[test]
+fn grafana_requests_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &[]);
+    load(&tw.addr);
+    let a = &tw.addr;
+
+    // Health check: instant `1+1` at time=4 by form POST.
+    let (code, v) = post_form(a, "/api/v1/query", &[("query", "1+1"), ("time", "4")]);
+    assert_eq!(code, 200);
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["resultType"], "scalar");
+    assert_eq!(v["data"]["result"], serde_json::json!([4, "2"]));
+
+    // A dashboard panel: query_range by form POST with timeout, float times.
+    let (start, end) = (BASE + 300_000, BASE + 600_000);
+    let (code, v) = post_form(
+        a,
+        "/api/v1/query_range",
+        &[
+            ("query", "sum by (tool) (rate(mcp_tool_calls_total[5m]))"),
+            ("start", &secs(start)),
+            ("end", &secs(end)),
+            ("step", "60"),
+            ("timeout", "2m"),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "matrix");
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 2, "{v}");
+    let fetch = result.iter().find(|s| s["metric"]["tool"] == "fetch").unwrap();
+    assert_eq!(fetch["metric"].as_object().unwrap().len(), 1, "only the `by` label remains");
+    let values = fetch["values"].as_array().unwrap();
+    assert_eq!(values.len(), 6);
+    // 6 per 15s is 0.4/s; rate over a full window of regular samples extrapolates to exactly that.
+    for p in values {
+        let r: f64 = p[1].as_str().unwrap().parse().unwrap();
+        assert!((r - 0.4).abs() < 1e-9, "rate {r}");
+    }
+    assert_eq!(values[0][0].as_f64().unwrap(), start as f64 / 1000.0);
+    let search = result.iter().find(|s| s["metric"]["tool"] == "search").unwrap();
+    let r: f64 = search["values"][0][1].as_str().unwrap().parse().unwrap();
+    assert!((r - 4.0 / 15.0).abs() < 1e-9, "search rate {r}");
+
+    // p95 latency panel.
+    let (code, v) = post_form(
+        a,
+        "/api/v1/query",
+        &[
+            ("query", "histogram_quantile(0.95, sum by (le, tool) (rate(mcp_tool_latency_seconds_bucket[5m])))"),
+            ("time", &secs(end)),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    let q: f64 = v["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    // The 95th percentile falls into the +Inf bucket, so the answer is the last finite bound.
+    assert_eq!(q, 0.5);
+
+    // Labels and series by form POST with match[], start, end and limit=40000.
+    let range = [("start", secs(BASE)), ("end", secs(end))];
+    let (code, v) = post_form(
+        a,
+        "/api/v1/labels",
+        &[("match[]", "mcp_tool_calls_total"), ("start", &range[0].1), ("end", &range[1].1), ("limit", "40000")],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"], serde_json::json!(["__name__", "status", "tool"]));
+    let (code, v) = get(a, "/api/v1/labels", &[]);
+    assert_eq!(code, 200);
+    assert_eq!(v["data"], serde_json::json!(["__name__", "le", "status", "tool"]));
+    let (code, v) = post_form(
+        a,
+        "/api/v1/series",
+        &[("match[]", "{__name__!=\"\"}"), ("start", &range[0].1), ("end", &range[1].1), ("limit", "40000")],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 6);
+    assert!(v["data"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"__name__": "mcp_tool_calls_total", "status": "error", "tool": "search"})));
+
+    // Label values with match[], start, end, limit; truncation is a warning.
+    let (code, v) = get(
+        a,
+        "/api/v1/label/tool/values",
+        &[("match[]", "mcp_tool_calls_total{status=\"ok\"}"), ("start", &range[0].1), ("end", &range[1].1)],
+    );
+    assert_eq!(code, 200);
+    assert_eq!(v["data"], serde_json::json!(["fetch", "search"]));
+    let (_, v) = get(a, "/api/v1/label/__name__/values", &[("limit", "1")]);
+    assert_eq!(v["data"], serde_json::json!(["mcp_tool_calls_total"]));
+    assert_eq!(v["warnings"], serde_json::json!(["results truncated due to limit"]));
+
+    // Metadata, buildinfo (no `features`: Grafana would take us for Mimir), exemplars with
+    // millisecond times, rules.
+    let (code, v) = get(a, "/api/v1/metadata", &[]);
+    assert_eq!((code, v["status"].as_str()), (200, Some("success")));
+    assert!(v["data"].is_object());
+    let (code, v) = get(a, "/api/v1/status/buildinfo", &[]);
+    assert_eq!(code, 200);
+    assert!(v["data"]["version"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(v["data"].get("features").is_none());
+    let (code, v) = get(
+        a,
+        "/api/v1/query_exemplars",
+        &[("query", "test"), ("start", &BASE.to_string()), ("end", &end.to_string())],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"], serde_json::json!([]));
+    let (code, v) = get(a, "/api/v1/rules", &[]);
+    assert_eq!(code, 200);
+    assert!(v["data"]["groups"].is_array());
+
+    // tsdb status: top metrics by series count.
+    let (code, v) = get(a, "/api/v1/status/tsdb", &[]);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["headStats"]["numSeries"], 6);
+    assert_eq!(
+        v["data"]["seriesCountByMetricName"][0],
+        serde_json::json!({"name": "mcp_tool_calls_total", "value": 3})
+    );
+
+    // RFC 3339 times work too, and stats=all reports what the query touched.
+    let (code, v) = get(
+        a,
+        "/api/v1/query",
+        &[("query", "mcp_tool_calls_total{tool=\"fetch\"}"), ("time", "2023-11-14T22:23:20Z"), ("stats", "all")],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"], serde_json::json!([1700000600, "240"]));
+    assert!(v["data"]["stats"]["samples"]["totalQueryableSamples"].as_u64().unwrap() > 0);
+
+    let (code, v) = get(a, "/api/v1/format_query", &[("query", "sum(rate(foo[5m]))by(job)")]);
+    assert_eq!(code, 200);
+    assert_eq!(v["data"], "sum by (job) (rate(foo[5m]))");
+}
+
+#[test]
+fn errors_and_limits_in_prometheus_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(&cfg, "query:\n  max_samples: 150\n").unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    load(&tw.addr);
+    let a = &tw.addr;
+    let t = secs(BASE + 600_000);
+
+    let check = |(code, v): (u16, Value), want_code: u16, want_type: &str, want_msg: &str| {
+        assert_eq!(code, want_code, "{v}");
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["errorType"], want_type, "{v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(want_msg), "error {msg:?} should mention {want_msg:?}");
+    };
+    // Unparsable PromQL: bad_data, with where it went wrong.
+    check(get(a, "/api/v1/query", &[("query", "sum(rate(foo[5m])"), ("time", &t)]), 400, "bad_data", "1:4");
+    check(get(a, "/api/v1/query", &[("query", "up"), ("time", "yesterday")]), 400, "bad_data", "time");
+    // Matching that is many-to-many: execution.
+    check(
+        get(a, "/api/v1/query", &[("query", "mcp_tool_calls_total + on(tool) mcp_tool_calls_total"), ("time", &t)]),
+        422,
+        "execution",
+        "many-to-many",
+    );
+    // Too many samples for the configured limit.
+    check(
+        get(a, "/api/v1/query", &[("query", "count_over_time({__name__=~\"mcp_.*\"}[1h])"), ("time", &t)]),
+        422,
+        "execution",
+        "max_samples = 150",
+    );
+    // Out of time: a per-request timeout this short expires before evaluation starts.
+    check(
+        get(a, "/api/v1/query", &[("query", "mcp_tool_calls_total"), ("time", &t), ("timeout", "0.000000001")]),
+        503,
+        "timeout",
+        "timed out",
+    );
+    // Too many points per series.
+    check(
+        get(a, "/api/v1/query_range", &[("query", "1"), ("start", "0"), ("end", "100000"), ("step", "1")]),
+        400,
+        "bad_data",
+        "11000 points",
+    );
+    check(
+        get(a, "/api/v1/query_range", &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")]),
+        400,
+        "bad_data",
+        "end timestamp must not be before start time",
+    );
+    check(
+        get(
+            a,
+            "/api/v1/query_range",
+            &[("query", "mcp_tool_calls_total[5m]"), ("start", "0"), ("end", "10"), ("step", "1")],
+        ),
+        400,
+        "bad_data",
+        "range vector",
+    );
+    check(get(a, "/api/v1/series", &[]), 400, "bad_data", "no match[] parameter provided");
+    check(get(a, "/api/v1/label/a-b/values", &[]), 400, "bad_data", "invalid label name");
+}
+
+#[test]
+fn promtool_queries_work_unchanged() {
+    let promtool = "/usr/bin/promtool";
+    if !std::path::Path::new(promtool).exists() {
+        if std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok() {
+            eprintln!("skipping: {promtool} missing and TOOLWATCH_SKIP_PROMETHEUS set");
+            return;
+        }
+        panic!("{promtool} is missing: run scripts/test-deps.sh (the README test command does)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &[]);
+    load(&tw.addr);
+    let url = format!("http://{}", tw.addr);
+    let run = |args: &[&str]| -> String {
+        let out = Command::new(promtool).arg("query").args(args).output().unwrap();
+        let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool query {args:?} failed: {so}{se}");
+        so.to_string()
+    };
+    let t = "2023-11-14T22:23:20Z";
+    let out = run(&["instant", "--time", t, &url, "sum by (tool) (mcp_tool_calls_total)"]);
+    assert!(out.contains("{tool=\"fetch\"} => 240 @[1700000600]"), "{out}");
+    assert!(out.contains("{tool=\"search\"} => 160 @[1700000600]"), "{out}");
+    let out = run(&[
+        "range",
+        "--start",
+        "2023-11-14T22:18:20Z",
+        "--end",
+        t,
+        "--step",
+        "1m",
+        &url,
+        "mcp_tool_calls_total{tool=\"fetch\"}",
+    ]);
+    assert!(out.contains("240 @[1700000600]") && out.contains("120 @[1700000300]"), "{out}");
+    // promtool's default window is around now; the data is from 2023.
+    let window = ["--start", "2023-11-14T00:00:00Z", "--end", "2023-11-15T00:00:00Z"];
+    let out = run(&[&["series", "--match", "mcp_tool_calls_total{tool=\"search\"}"], &window[..], &[&url]].concat());
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("status=\"error\""), "{out}");
+    let out = run(&[&["labels"], &window[..], &[&url, "tool"]].concat());
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["fetch", "search"], "{out}");
+}
