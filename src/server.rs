@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use toolwatch_ingest::{IngestMetrics, IngestState, MetadataStore};
 use toolwatch_query::http::{MetadataSource, MetricMetadata, QueryState, RuntimeFacts};
+use toolwatch_query::metrics::QueryMetrics;
 use toolwatch_storage::{DataDirLock, Db};
 
 #[derive(Clone)]
@@ -127,6 +128,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         Arc::new(Metadata(metadata)),
         runtime,
         env!("CARGO_PKG_VERSION"),
+        QueryMetrics::new(&mut telemetry.registry),
     ));
     let app = router(cell.clone(), Arc::new(telemetry), ingest, query);
 

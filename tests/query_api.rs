@@ -311,3 +311,49 @@ fn promtool_queries_work_unchanged() {
     let out = run(&[&["labels"], &window[..], &[&url, "tool"]].concat());
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["fetch", "search"], "{out}");
 }
+
+/// A client that hangs up cancels its query: the evaluation stops (the only query slot frees up
+/// long before the query could have finished) and it is counted as canceled.
+#[test]
+fn dropped_connection_cancels_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(&cfg, "query:\n  max_concurrency: 1\n").unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    // One day of 15s samples for a few series: a quantile over a one-day window at 11,000 steps
+    // sorts ~5,760 values per step per series, which takes far longer than this test waits.
+    let day: Vec<(i64, f64)> = (0..5760).map(|i| (BASE + i * STEP, (i * 7919 % 1000) as f64)).collect();
+    // 48 series take ~35s on the CI machine uncanceled (6 took 4.5s).
+    let names: Vec<String> = (0..48).map(|i| format!("s{i}")).collect();
+    let series: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> =
+        names.iter().map(|n| (vec![("__name__", "slow"), ("n", n.as_str())], day.clone())).collect();
+    assert_eq!(remote_write(&tw.addr, &series).unwrap().0, 204);
+    let end = BASE + 5759 * STEP;
+    let path = format!(
+        "/api/v1/query_range?query=quantile_over_time(0.5,slow%5B1d%5D)&start={}&end={}&step={}",
+        secs(end - 10_999 * 7_000),
+        secs(end),
+        "7"
+    );
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&tw.addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // Dropping the stream closes the connection mid-query.
+    }
+    let canceled = || tw.metric_with("toolwatch_queries_total", "result=\"canceled\"").unwrap_or(0.0);
+    let began = std::time::Instant::now();
+    while canceled() < 1.0 {
+        assert!(began.elapsed() < std::time::Duration::from_secs(10), "query not counted as canceled");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // With one slot, this waits until the canceled evaluation has really stopped.
+    let (code, v) = get(&tw.addr, "/api/v1/query", &[("query", "1"), ("time", "0")]);
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "the canceled query kept its slot for {:?}",
+        began.elapsed()
+    );
+}

@@ -394,7 +394,10 @@ fn absent_result(ev: &Evaluator, present: &[bool], arg: &Expr) -> Value {
 pub(crate) fn absent_over_time(ev: &Evaluator, arg: &RangeArg) -> Value {
     let mut present = vec![false; ev.nsteps()];
     for s in &arg.series {
-        ev.for_each_window(&s.points, arg.range, arg.at, arg.offset, |k, _, _| present[k] = true);
+        ev.for_each_window(&s.points, arg.range, arg.at, arg.offset, |k, _, _| {
+            present[k] = true;
+            true
+        });
     }
     let points: Vec<(i64, f64)> =
         present.iter().enumerate().filter(|(_, p)| !**p).map(|(k, _)| (ev.ts(k), 1.0)).collect();

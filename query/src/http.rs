@@ -5,6 +5,7 @@
 
 use crate::engine::{Engine, EngineOptions, QueryControl, QueryStats};
 use crate::error::QueryError;
+use crate::metrics::QueryMetrics;
 use crate::selectors::selector_matchers;
 use crate::value::{format_float, QueryValue};
 use axum::body::Bytes;
@@ -50,6 +51,7 @@ pub struct QueryState {
     pub metadata: Arc<dyn MetadataSource>,
     pub runtime: RuntimeFacts,
     pub version: &'static str,
+    pub metrics: QueryMetrics,
 }
 
 impl QueryState {
@@ -60,6 +62,7 @@ impl QueryState {
         metadata: Arc<dyn MetadataSource>,
         runtime: RuntimeFacts,
         version: &'static str,
+        metrics: QueryMetrics,
     ) -> QueryState {
         QueryState {
             db,
@@ -68,6 +71,7 @@ impl QueryState {
             metadata,
             runtime,
             version,
+            metrics,
         }
     }
 }
@@ -250,14 +254,52 @@ async fn run_query<T: Send + 'static>(
     f: impl FnOnce(&Engine, &QueryControl) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, QueryError> {
     let db = db_of(st)?;
-    let _slot = st.slots.clone().acquire_owned().await.map_err(|_| QueryError::Canceled("queue"))?;
+    let slot = st.slots.clone().acquire_owned().await.map_err(|_| QueryError::Canceled("queue"))?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
     let ctl = QueryControl { timeout, cancel: Some(cancel) };
     let engine = Engine::new(db, st.opts.clone());
-    tokio::task::spawn_blocking(move || f(&engine, &ctl))
-        .await
-        .map_err(|e| QueryError::Internal(format!("query panicked: {e}")))?
+    // The slot goes with the evaluation, so a canceled query holds it until it has stopped.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f(&engine, &ctl)
+    })
+    .await
+    .map_err(|e| QueryError::Internal(format!("query panicked: {e}")))?
+}
+
+/// Counts a query's outcome and time. A query whose client went away is counted as canceled
+/// when its future is dropped, since nobody awaits the result.
+async fn observed(
+    st: &Arc<QueryState>,
+    kind: &'static str,
+    fut: impl std::future::Future<Output = Result<(QueryValue, QueryStats), QueryError>>,
+) -> Result<(QueryValue, QueryStats), QueryError> {
+    struct Pending<'a> {
+        st: &'a QueryState,
+        kind: &'static str,
+        began: std::time::Instant,
+        done: bool,
+    }
+    impl Drop for Pending<'_> {
+        fn drop(&mut self) {
+            if !self.done {
+                self.st.metrics.observe(self.kind, "canceled", self.began.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let mut p = Pending { st, kind, began: std::time::Instant::now(), done: false };
+    let r = fut.await;
+    p.done = true;
+    let result = match &r {
+        Ok((_, s)) => {
+            st.metrics.samples.inc_by(s.samples_loaded as u64);
+            "success"
+        }
+        Err(e) => e.error_type(),
+    };
+    st.metrics.observe(kind, result, p.began.elapsed().as_secs_f64());
+    r
 }
 
 fn timeout_param(p: &Params) -> Result<Option<Duration>, QueryError> {
@@ -274,7 +316,8 @@ async fn query(State(st): St, method: Method, headers: HeaderMap, RawQuery(raw):
                 None => now_ms(),
             };
             let stats = p.get("stats").is_some();
-            let (v, s) = run_query(&st, timeout_param(&p)?, move |e, c| e.instant(&q, t, c)).await?;
+            let (v, s) =
+                observed(&st, "instant", run_query(&st, timeout_param(&p)?, move |e, c| e.instant(&q, t, c))).await?;
             Ok((result_json(&v, stats.then_some(&s)), Vec::new()))
         }
         .await,
@@ -304,7 +347,12 @@ async fn query_range(
                 return Err(bad("invalid parameter \"end\": end timestamp must not be before start time"));
             }
             let stats = p.get("stats").is_some();
-            let (v, s) = run_query(&st, timeout_param(&p)?, move |e, c| e.range(&q, start, end, step, c)).await?;
+            let (v, s) = observed(
+                &st,
+                "range",
+                run_query(&st, timeout_param(&p)?, move |e, c| e.range(&q, start, end, step, c)),
+            )
+            .await?;
             Ok((result_json(&v, stats.then_some(&s)), Vec::new()))
         }
         .await,

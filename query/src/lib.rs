@@ -15,6 +15,7 @@ pub mod error;
 pub mod functions;
 pub mod histogram;
 pub mod http;
+pub mod metrics;
 pub mod parse_error;
 pub mod promqltest;
 pub mod range_functions;

@@ -45,12 +45,23 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
         ev.limits.check("range function")?;
         let mut points = Vec::new();
         ev.for_each_window(&s.points, arg.range, arg.at, arg.offset, |k, reft, w| {
+            // Long windows make single series slow: look at the clock every few hundred steps.
+            if k % 256 == 255 {
+                if let Err(e) = ev.limits.check("range function") {
+                    err = Some(e);
+                    return false;
+                }
+            }
             let win = Window { points: w, reft, step_t: ev.ts(k), range: arg.range, params: [p0[k], p1[k]] };
             match apply(name, &win) {
                 Ok(Some(v)) => points.push((ev.ts(k), v)),
                 Ok(None) => {}
-                Err(e) => err = Some(e),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
             }
+            true
         });
         if let Some(e) = err.take() {
             return Err(e);

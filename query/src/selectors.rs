@@ -115,15 +115,16 @@ impl Evaluator<'_> {
         Ok(raw)
     }
 
-    /// Calls `f(step, window)` for each step whose window `[ref - range, ref]` holds samples.
-    /// Windows slide forward with the step, so each series' samples are walked once.
+    /// Calls `f(step, window)` for each step whose window `[ref - range, ref]` holds samples,
+    /// until `f` returns false. Windows slide forward with the step, so each series' samples
+    /// are walked once.
     pub(crate) fn for_each_window(
         &self,
         points: &[(i64, f64)],
         range: i64,
         at: &Option<AtModifier>,
         offset: &Option<Offset>,
-        mut f: impl FnMut(usize, i64, &[(i64, f64)]),
+        mut f: impl FnMut(usize, i64, &[(i64, f64)]) -> bool,
     ) {
         let (mut lo, mut hi) = (0usize, 0usize);
         for k in 0..self.nsteps() {
@@ -134,8 +135,8 @@ impl Evaluator<'_> {
             while lo < hi && points[lo].0 < reft - range {
                 lo += 1;
             }
-            if lo < hi {
-                f(k, reft, &points[lo..hi]);
+            if lo < hi && !f(k, reft, &points[lo..hi]) {
+                return;
             }
         }
     }

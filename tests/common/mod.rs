@@ -79,6 +79,15 @@ impl Server {
         None
     }
 
+    /// The value of the first sample of `name` whose labels contain `labels_part`.
+    pub fn metric_with(&self, name: &str, labels_part: &str) -> Option<f64> {
+        let (_, body) = http(&self.addr, "GET", "/metrics", &[], &[]).ok()?;
+        let body = String::from_utf8_lossy(&body).to_string();
+        body.lines()
+            .find(|l| l.split([' ', '{']).next() == Some(name) && l.contains(labels_part))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     pub fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = http(&self.addr, "GET", "/metrics", &[], &[]).ok()?;
         let body = String::from_utf8_lossy(&body).to_string();
