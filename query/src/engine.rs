@@ -8,8 +8,7 @@
 use crate::error::{QueryError, Result};
 use crate::value::{QueryValue, Series, Value};
 use promql_parser::parser::{self, AtModifier, Expr, Offset};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use toolwatch_storage::Db;
@@ -170,15 +169,15 @@ impl Engine {
             deadline: Instant::now() + timeout,
             cancel: ctl.cancel.clone(),
             max_samples: self.opts.max_samples,
-            samples: Cell::new(0),
-            series: Cell::new(0),
+            samples: AtomicUsize::new(0),
+            series: AtomicUsize::new(0),
         }
     }
 
     fn stats(&self, limits: &Limits, parse_time: Duration, began: Instant) -> QueryStats {
         QueryStats {
-            samples_loaded: limits.samples.get(),
-            series_selected: limits.series.get(),
+            samples_loaded: limits.samples.load(Ordering::Relaxed),
+            series_selected: limits.series.load(Ordering::Relaxed),
             parse_time,
             eval_time: began.elapsed().saturating_sub(parse_time),
         }
@@ -190,8 +189,8 @@ pub(crate) struct Limits {
     deadline: Instant,
     cancel: Option<Arc<AtomicBool>>,
     max_samples: usize,
-    samples: Cell<usize>,
-    pub(crate) series: Cell<usize>,
+    samples: AtomicUsize,
+    pub(crate) series: AtomicUsize,
 }
 
 impl Limits {
@@ -207,8 +206,7 @@ impl Limits {
     }
 
     pub(crate) fn add_samples(&self, n: usize) -> Result<()> {
-        let total = self.samples.get() + n;
-        self.samples.set(total);
+        let total = self.samples.fetch_add(n, Ordering::Relaxed) + n;
         if total > self.max_samples {
             return Err(QueryError::Execution(format!(
                 "query processing would load too many samples into memory in query execution (max_samples = {})",
@@ -454,9 +452,50 @@ pub(crate) fn is_step_invariant(expr: &Expr) -> bool {
     }
 }
 
+/// Maps `f` over `items` on up to one thread per core when there are enough items to pay for
+/// the threads (big selections: decoding chunks and sliding windows dominate query time), in
+/// order. `None` results are dropped; the first error wins.
+pub(crate) fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> Result<Option<U>> + Sync) -> Result<Vec<U>> {
+    const MIN_PER_THREAD: usize = 2048;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len() / MIN_PER_THREAD).max(1);
+    let run = |chunk: &[T]| -> Result<Vec<U>> {
+        let mut out = Vec::with_capacity(chunk.len());
+        for it in chunk {
+            if let Some(u) = f(it)? {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    };
+    if threads == 1 {
+        return run(items);
+    }
+    let per = items.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<U>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items.chunks(per).map(|c| scope.spawn(|| run(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(QueryError::Internal("query worker panicked".into()))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
 /// Merges series that ended up with the same labels (after dropping `__name__`, say). Two
 /// points at one step means two series collided, which Prometheus refuses.
 pub(crate) fn merge_same_labels(mut series: Vec<Series>) -> Result<Vec<Series>> {
+    // Usually every label set is distinct; a hash pass proves it without sorting.
+    let mut seen = rustc_hash::FxHashSet::default();
+    seen.reserve(series.len());
+    if series.iter().all(|s| seen.insert(&s.labels)) {
+        series.retain(|s| !s.points.is_empty());
+        return Ok(series);
+    }
+    drop(seen);
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
     let mut out: Vec<Series> = Vec::with_capacity(series.len());
     for s in series {

@@ -391,20 +391,25 @@ fn absent_result(ev: &Evaluator, present: &[bool], arg: &Expr) -> Value {
     Value::Vector(vec![Series { labels: absent_labels(vs), points }])
 }
 
-pub(crate) fn absent_over_time(ev: &Evaluator, arg: &RangeArg) -> Value {
-    let mut present = vec![false; ev.nsteps()];
-    for s in &arg.series {
-        ev.for_each_window(&s.points, arg.range, arg.at, arg.offset, |k, _, _| {
-            present[k] = true;
+pub(crate) fn absent_over_time(ev: &Evaluator, arg: &RangeArg) -> Result<Value> {
+    let per_series: Vec<Vec<usize>> = arg.map(ev, |_, points| {
+        let mut steps = Vec::new();
+        ev.for_each_window(points, arg.range, arg.at, arg.offset, |k, _, _| {
+            steps.push(k);
             true
         });
+        Ok(Some(steps))
+    })?;
+    let mut present = vec![false; ev.nsteps()];
+    for k in per_series.into_iter().flatten() {
+        present[k] = true;
     }
     let points: Vec<(i64, f64)> =
         present.iter().enumerate().filter(|(_, p)| !**p).map(|(k, _)| (ev.ts(k), 1.0)).collect();
     if points.is_empty() {
-        return Value::Vector(Vec::new());
+        return Ok(Value::Vector(Vec::new()));
     }
-    Value::Vector(vec![Series { labels: absent_labels(arg.selector), points }])
+    Ok(Value::Vector(vec![Series { labels: absent_labels(arg.selector), points }]))
 }
 
 fn label_replace(ev: &Evaluator, args: &[&Expr]) -> Result<Value> {

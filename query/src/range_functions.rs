@@ -23,7 +23,7 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
     let matrix_idx = usize::from(name == "quantile_over_time");
     let arg = ev.range_arg(args[matrix_idx])?;
     if name == "absent_over_time" {
-        return Ok(absent_over_time(ev, &arg));
+        return absent_over_time(ev, &arg);
     }
     let scalar = |i: usize| -> Result<Vec<f64>> {
         match ev.eval(args[i])? {
@@ -39,12 +39,11 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
         _ => (vec![0.0; n], vec![0.0; n]),
     };
     let keep_name = name == "last_over_time";
-    let mut out = Vec::with_capacity(arg.series.len());
-    let mut err = None;
-    for s in &arg.series {
+    let out = arg.map(ev, |labels, samples| {
         ev.limits.check("range function")?;
         let mut points = Vec::new();
-        ev.for_each_window(&s.points, arg.range, arg.at, arg.offset, |k, reft, w| {
+        let mut err = None;
+        ev.for_each_window(samples, arg.range, arg.at, arg.offset, |k, reft, w| {
             // Long windows make single series slow: look at the clock every few hundred steps.
             if k % 256 == 255 {
                 if let Err(e) = ev.limits.check("range function") {
@@ -63,13 +62,12 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
             }
             true
         });
-        if let Some(e) = err.take() {
+        if let Some(e) = err {
             return Err(e);
         }
-        if !points.is_empty() {
-            out.push(Series { labels: if keep_name { s.labels.clone() } else { drop_name(&s.labels) }, points });
-        }
-    }
+        Ok((!points.is_empty())
+            .then(|| Series { labels: if keep_name { labels.clone() } else { drop_name(labels) }, points }))
+    })?;
     Ok(Value::Vector(merge_same_labels(out)?))
 }
 

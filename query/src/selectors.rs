@@ -6,7 +6,7 @@ use crate::error::{QueryError, Result};
 use crate::value::Series;
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Offset, VectorSelector};
-use toolwatch_storage::{MatchOp, Matcher, METRIC_NAME};
+use toolwatch_storage::{MatchOp, Matcher, Series as StoredSeries, METRIC_NAME};
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -46,24 +46,30 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
 }
 
 impl Evaluator<'_> {
-    /// Every sample of every matching series in `[mint, maxt]`, stale markers included.
-    pub(crate) fn select(&self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<Series>> {
+    /// Matching series in `[mint, maxt]`, their chunks not yet decoded.
+    pub(crate) fn select_raw(&self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<StoredSeries>> {
         let querier = self.db.querier(mint, maxt);
-        let mut out: Vec<Series> = Vec::new();
+        let mut out: Vec<StoredSeries> = Vec::new();
         for matchers in selector_matchers(vs)? {
-            for s in querier.select(&matchers)? {
-                self.limits.check("series selection")?;
-                let points: Vec<(i64, f64)> = s.iter().collect();
-                self.limits.add_samples(points.len())?;
-                self.limits.series.set(self.limits.series.get() + 1);
-                out.push(Series { labels: s.labels, points });
-            }
+            self.limits.check("series selection")?;
+            out.extend(querier.select_unsorted(&matchers)?);
         }
-        if !vs.matchers.or_matchers.is_empty() {
+        // Order matters only where it shows: an instant query's output order (and the
+        // tie order of sort/topk) follows the series order, as in Prometheus; a range query's
+        // output is sorted at the end.
+        if self.nsteps() == 1 || !vs.matchers.or_matchers.is_empty() {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.dedup_by(|a, b| a.labels == b.labels);
         }
+        self.limits.series.fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// Decodes one selected series, counting its samples against the query's limit.
+    pub(crate) fn decode(&self, s: &StoredSeries) -> Result<Vec<(i64, f64)>> {
+        let points: Vec<(i64, f64)> = s.iter().collect();
+        self.limits.add_samples(points.len())?;
+        Ok(points)
     }
 
     /// An instant selector: per step, the newest sample within the lookback window, unless it is
@@ -72,47 +78,52 @@ impl Evaluator<'_> {
     pub(crate) fn eval_vector_selector_with(&self, vs: &VectorSelector, sample_times: bool) -> Result<Vec<Series>> {
         let lookback = duration_ms(&self.opts.lookback);
         let (first, last) = self.ref_times(&vs.at, &vs.offset);
-        let raw = self.select(vs, first - lookback, last)?;
+        let raw = self.select_raw(vs, first - lookback, last)?;
         let n = self.nsteps();
-        let mut out = Vec::with_capacity(raw.len());
-        for s in raw {
-            let mut points = Vec::with_capacity(n.min(s.points.len() * 2));
+        crate::engine::par_map(&raw, |s| {
+            self.limits.check("instant selector")?;
+            let samples = self.decode(s)?;
+            let mut points = Vec::with_capacity(n.min(samples.len() * 2));
             // The reference time only grows with the step, so one cursor walks the samples once.
             let mut i = 0;
             for k in 0..n {
                 let reft = self.ref_time(k, &vs.at, &vs.offset);
-                while i < s.points.len() && s.points[i].0 <= reft {
+                while i < samples.len() && samples[i].0 <= reft {
                     i += 1;
                 }
                 if i == 0 {
                     continue;
                 }
-                let (t, v) = s.points[i - 1];
+                let (t, v) = samples[i - 1];
                 if t < reft - lookback || is_stale(v) {
                     continue;
                 }
                 points.push((self.ts(k), if sample_times { t as f64 / 1000.0 } else { v }));
             }
-            if !points.is_empty() {
-                out.push(Series { labels: s.labels, points });
-            }
-        }
-        Ok(out)
+            Ok((!points.is_empty()).then(|| Series { labels: s.labels.clone(), points }))
+        })
     }
 
     pub(crate) fn eval_vector_selector(&self, vs: &VectorSelector) -> Result<Vec<Series>> {
         self.eval_vector_selector_with(vs, false)
     }
 
-    /// The samples a range selector can see over all steps, staleness markers dropped.
+    /// Decodes a range selector's series with staleness markers dropped (range vectors never
+    /// show them).
+    pub(crate) fn decode_for_range(&self, s: &StoredSeries) -> Result<Vec<(i64, f64)>> {
+        let mut points = self.decode(s)?;
+        points.retain(|(_, v)| !is_stale(*v));
+        Ok(points)
+    }
+
+    /// The samples a range selector can see over all steps.
     pub(crate) fn matrix_selector_series(&self, vs: &VectorSelector, range: i64) -> Result<Vec<Series>> {
         let (first, last) = self.ref_times(&vs.at, &vs.offset);
-        let mut raw = self.select(vs, first - range, last)?;
-        for s in &mut raw {
-            s.points.retain(|(_, v)| !is_stale(*v));
-        }
-        raw.retain(|s| !s.points.is_empty());
-        Ok(raw)
+        let raw = self.select_raw(vs, first - range, last)?;
+        crate::engine::par_map(&raw, |s| {
+            let points = self.decode_for_range(s)?;
+            Ok((!points.is_empty()).then(|| Series { labels: s.labels.clone(), points }))
+        })
     }
 
     /// Calls `f(step, window)` for each step whose window `[ref - range, ref]` holds samples,
@@ -142,15 +153,43 @@ impl Evaluator<'_> {
     }
 }
 
+/// A range argument's series: a selector's, decoded by whoever walks them (in parallel), or a
+/// subquery's, already evaluated.
+pub(crate) enum RangeSeries {
+    Stored(Vec<StoredSeries>),
+    Evaluated(Vec<Series>),
+}
+
 /// The range-vector argument of a function: a selector's samples or a subquery's points, with
 /// the window parameters that apply to them.
 pub(crate) struct RangeArg<'e> {
-    pub series: Vec<Series>,
+    pub series: RangeSeries,
     pub range: i64,
     pub at: &'e Option<AtModifier>,
     pub offset: &'e Option<Offset>,
     /// The selector, when the argument is one (absent_over_time reads its matchers).
     pub selector: Option<&'e VectorSelector>,
+}
+
+impl RangeArg<'_> {
+    /// Maps `f(labels, samples)` over the argument's series, decoding stored ones inside the
+    /// (parallel) workers.
+    pub(crate) fn map<U: Send>(
+        &self,
+        ev: &Evaluator,
+        f: impl Fn(&toolwatch_storage::Labels, &[(i64, f64)]) -> Result<Option<U>> + Sync,
+    ) -> Result<Vec<U>> {
+        match &self.series {
+            RangeSeries::Stored(raw) => crate::engine::par_map(raw, |s| {
+                let points = ev.decode_for_range(s)?;
+                if points.is_empty() {
+                    return Ok(None);
+                }
+                f(&s.labels, &points)
+            }),
+            RangeSeries::Evaluated(series) => crate::engine::par_map(series, |s| f(&s.labels, &s.points)),
+        }
+    }
 }
 
 impl Evaluator<'_> {
@@ -162,8 +201,9 @@ impl Evaluator<'_> {
             Expr::Paren(p) => self.range_arg(&p.expr),
             Expr::MatrixSelector(ms) => {
                 let range = duration_ms(&ms.range);
+                let (first, last) = self.ref_times(&ms.vs.at, &ms.vs.offset);
                 Ok(RangeArg {
-                    series: self.matrix_selector_series(&ms.vs, range)?,
+                    series: RangeSeries::Stored(self.select_raw(&ms.vs, first - range, last)?),
                     range,
                     at: &ms.vs.at,
                     offset: &ms.vs.offset,
@@ -171,7 +211,7 @@ impl Evaluator<'_> {
                 })
             }
             Expr::Subquery(sq) => Ok(RangeArg {
-                series: self.eval_subquery(sq)?,
+                series: RangeSeries::Evaluated(self.eval_subquery(sq)?),
                 range: duration_ms(&sq.range),
                 at: &sq.at,
                 offset: &sq.offset,
