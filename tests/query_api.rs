@@ -357,3 +357,36 @@ fn dropped_connection_cancels_the_query() {
         began.elapsed()
     );
 }
+
+/// The shipped Grafana dashboard is valid to import (inputs, uid, panels) and every tool panel's
+/// query, with Grafana's variables filled in as Grafana would, returns data from toolwatch.
+#[test]
+fn grafana_dashboard_queries_answer() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana/mcp-tools.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(dash["__inputs"][0]["pluginId"], "prometheus");
+    assert!(dash["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let dir = tempfile::tempdir().unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &[]);
+    load(&tw.addr);
+    let (start, end) = (secs(BASE + 300_000), secs(BASE + 600_000));
+    let mut tool_panels = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$tool", ".*");
+            let (code, v) = get(
+                &tw.addr,
+                "/api/v1/query_range",
+                &[("query", &expr), ("start", &start), ("end", &end), ("step", "60")],
+            );
+            assert_eq!(code, 200, "{expr}: {v}");
+            if expr.contains("mcp_tool_") {
+                tool_panels += 1;
+                assert!(!v["data"]["result"].as_array().unwrap().is_empty(), "{expr} returned nothing");
+            }
+        }
+    }
+    assert!(tool_panels >= 4);
+    let var = &dash["templating"]["list"][0]["query"]["query"];
+    assert_eq!(var, "label_values(mcp_tool_calls_total, tool)");
+}

@@ -12,7 +12,7 @@ pub enum QueryError {
     #[error("{0}")]
     Execution(String),
     /// The query ran past its timeout (`timeout`, 503).
-    #[error("query timed out in {0}")]
+    #[error("query timed out in {0} (limit: the request's `timeout` parameter or query.timeout)")]
     Timeout(&'static str),
     /// The client went away or the server is shutting down (`canceled`, 499).
     #[error("query was canceled in {0}")]
