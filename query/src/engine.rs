@@ -456,7 +456,7 @@ pub(crate) fn is_step_invariant(expr: &Expr) -> bool {
 /// the threads (big selections: decoding chunks and sliding windows dominate query time), in
 /// order. `None` results are dropped; the first error wins.
 pub(crate) fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> Result<Option<U>> + Sync) -> Result<Vec<U>> {
-    const MIN_PER_THREAD: usize = 2048;
+    const MIN_PER_THREAD: usize = 256;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len() / MIN_PER_THREAD).max(1);
     let run = |chunk: &[T]| -> Result<Vec<U>> {
         let mut out = Vec::with_capacity(chunk.len());

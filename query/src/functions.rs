@@ -394,7 +394,7 @@ fn absent_result(ev: &Evaluator, present: &[bool], arg: &Expr) -> Value {
 pub(crate) fn absent_over_time(ev: &Evaluator, arg: &RangeArg) -> Result<Value> {
     let per_series: Vec<Vec<usize>> = arg.map(ev, |_, points| {
         let mut steps = Vec::new();
-        ev.for_each_window(points, arg.range, arg.at, arg.offset, |k, _, _| {
+        ev.for_each_window(points, arg.range, arg.at, arg.offset, |k, _, _, _| {
             steps.push(k);
             true
         });

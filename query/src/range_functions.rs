@@ -17,6 +17,9 @@ struct Window<'a> {
     range: i64,
     /// Scalar parameters at this step.
     params: [f64; 2],
+    /// Whether the window holds a counter reset (only known for rate and increase; `true`
+    /// when unknown).
+    has_reset: bool,
 }
 
 pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) -> Result<Value> {
@@ -39,11 +42,25 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
         _ => (vec![0.0; n], vec![0.0; n]),
     };
     let keep_name = name == "last_over_time";
+    let f =
+        RangeFn::from_name(name).ok_or_else(|| QueryError::BadData(format!("function {name:?} is not supported")))?;
     let out = arg.map(ev, |labels, samples| {
         ev.limits.check("range function")?;
         let mut points = Vec::new();
         let mut err = None;
-        ev.for_each_window(samples, arg.range, arg.at, arg.offset, |k, reft, w| {
+        // Counters rarely reset: count resets once per series so most windows skip the scan.
+        let resets_before: Vec<u32> = if matches!(f, RangeFn::Rate | RangeFn::Increase) {
+            let mut acc = 0u32;
+            std::iter::once(0)
+                .chain(samples.windows(2).map(|p| {
+                    acc += u32::from(p[1].1 < p[0].1);
+                    acc
+                }))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ev.for_each_window(samples, arg.range, arg.at, arg.offset, |k, reft, w, lo| {
             // Long windows make single series slow: look at the clock every few hundred steps.
             if k % 256 == 255 {
                 if let Err(e) = ev.limits.check("range function") {
@@ -51,8 +68,9 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
                     return false;
                 }
             }
-            let win = Window { points: w, reft, step_t: ev.ts(k), range: arg.range, params: [p0[k], p1[k]] };
-            match apply(name, &win) {
+            let has_reset = resets_before.is_empty() || resets_before[lo + w.len() - 1] != resets_before[lo];
+            let win = Window { points: w, reft, step_t: ev.ts(k), range: arg.range, params: [p0[k], p1[k]], has_reset };
+            match apply(f, &win) {
                 Ok(Some(v)) => points.push((ev.ts(k), v)),
                 Ok(None) => {}
                 Err(e) => {
@@ -71,48 +89,106 @@ pub(crate) fn eval_range_function(ev: &Evaluator, name: &str, args: &[&Expr]) ->
     Ok(Value::Vector(merge_same_labels(out)?))
 }
 
-fn apply(name: &str, w: &Window) -> Result<Option<f64>> {
+/// A range function, resolved from its name once per query rather than per window.
+#[derive(Clone, Copy)]
+enum RangeFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Changes,
+    Resets,
+    Deriv,
+    PredictLinear,
+    HoltWinters,
+    DoubleExponentialSmoothing,
+    PresentOverTime,
+    CountOverTime,
+    LastOverTime,
+    SumOverTime,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    QuantileOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    MadOverTime,
+}
+
+impl RangeFn {
+    fn from_name(name: &str) -> Option<RangeFn> {
+        Some(match name {
+            "rate" => RangeFn::Rate,
+            "increase" => RangeFn::Increase,
+            "delta" => RangeFn::Delta,
+            "irate" => RangeFn::Irate,
+            "idelta" => RangeFn::Idelta,
+            "changes" => RangeFn::Changes,
+            "resets" => RangeFn::Resets,
+            "deriv" => RangeFn::Deriv,
+            "predict_linear" => RangeFn::PredictLinear,
+            "holt_winters" => RangeFn::HoltWinters,
+            "double_exponential_smoothing" => RangeFn::DoubleExponentialSmoothing,
+            "present_over_time" => RangeFn::PresentOverTime,
+            "count_over_time" => RangeFn::CountOverTime,
+            "last_over_time" => RangeFn::LastOverTime,
+            "sum_over_time" => RangeFn::SumOverTime,
+            "avg_over_time" => RangeFn::AvgOverTime,
+            "min_over_time" => RangeFn::MinOverTime,
+            "max_over_time" => RangeFn::MaxOverTime,
+            "quantile_over_time" => RangeFn::QuantileOverTime,
+            "stddev_over_time" => RangeFn::StddevOverTime,
+            "stdvar_over_time" => RangeFn::StdvarOverTime,
+            "mad_over_time" => RangeFn::MadOverTime,
+            _ => return None,
+        })
+    }
+}
+
+fn apply(f: RangeFn, w: &Window) -> Result<Option<f64>> {
     let pts = w.points;
     let values = || pts.iter().map(|p| p.1);
-    Ok(match name {
-        "rate" => extrapolated_rate(w, true, true),
-        "increase" => extrapolated_rate(w, true, false),
-        "delta" => extrapolated_rate(w, false, false),
-        "irate" => instant_value(pts, true),
-        "idelta" => instant_value(pts, false),
-        "changes" => {
+    Ok(match f {
+        RangeFn::Rate => extrapolated_rate(w, true, true),
+        RangeFn::Increase => extrapolated_rate(w, true, false),
+        RangeFn::Delta => extrapolated_rate(w, false, false),
+        RangeFn::Irate => instant_value(pts, true),
+        RangeFn::Idelta => instant_value(pts, false),
+        RangeFn::Changes => {
             Some(pts.windows(2).filter(|p| !(p[1].1 == p[0].1 || (p[1].1.is_nan() && p[0].1.is_nan()))).count() as f64)
         }
-        "resets" => Some(pts.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
-        "deriv" => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].0).0),
-        "predict_linear" => (pts.len() >= 2).then(|| {
+        RangeFn::Resets => Some(pts.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
+        RangeFn::Deriv => (pts.len() >= 2).then(|| linear_regression(pts, pts[0].0).0),
+        RangeFn::PredictLinear => (pts.len() >= 2).then(|| {
             let (slope, intercept) = linear_regression(pts, w.step_t);
             slope * w.params[0] + intercept
         }),
-        "holt_winters" | "double_exponential_smoothing" => return holt_winters(pts, w.params[0], w.params[1]),
-        "present_over_time" => Some(1.0),
-        "count_over_time" => Some(pts.len() as f64),
-        "last_over_time" => Some(pts[pts.len() - 1].1),
-        "sum_over_time" => {
+        RangeFn::HoltWinters | RangeFn::DoubleExponentialSmoothing => {
+            return holt_winters(pts, w.params[0], w.params[1])
+        }
+        RangeFn::PresentOverTime => Some(1.0),
+        RangeFn::CountOverTime => Some(pts.len() as f64),
+        RangeFn::LastOverTime => Some(pts[pts.len() - 1].1),
+        RangeFn::SumOverTime => {
             let (mut sum, mut c) = (0.0, 0.0);
             for v in values() {
                 (sum, c) = kahan_inc(v, sum, c);
             }
             Some(if sum.is_infinite() { sum } else { sum + c })
         }
-        "avg_over_time" => Some(avg(values())),
-        "min_over_time" => Some(values().fold(pts[0].1, |m, v| if v < m || m.is_nan() { v } else { m })),
-        "max_over_time" => Some(values().fold(pts[0].1, |m, v| if v > m || m.is_nan() { v } else { m })),
-        "quantile_over_time" => Some(quantile(w.params[0], &mut values().collect::<Vec<_>>())),
-        "stddev_over_time" => Some(variance(values()).sqrt()),
-        "stdvar_over_time" => Some(variance(values())),
-        "mad_over_time" => {
+        RangeFn::AvgOverTime => Some(avg(values())),
+        RangeFn::MinOverTime => Some(values().fold(pts[0].1, |m, v| if v < m || m.is_nan() { v } else { m })),
+        RangeFn::MaxOverTime => Some(values().fold(pts[0].1, |m, v| if v > m || m.is_nan() { v } else { m })),
+        RangeFn::QuantileOverTime => Some(quantile(w.params[0], &mut values().collect::<Vec<_>>())),
+        RangeFn::StddevOverTime => Some(variance(values()).sqrt()),
+        RangeFn::StdvarOverTime => Some(variance(values())),
+        RangeFn::MadOverTime => {
             let mut vs: Vec<f64> = values().collect();
             let median = quantile(0.5, &mut vs);
             let mut dev: Vec<f64> = vs.iter().map(|v| (v - median).abs()).collect();
             Some(quantile(0.5, &mut dev))
         }
-        _ => return Err(QueryError::BadData(format!("function {name:?} is not supported"))),
     })
 }
 
@@ -126,7 +202,7 @@ fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> Option<f64>
     let (range_start, range_end) = (w.reft - w.range, w.reft);
     let (first, last) = (pts[0], pts[pts.len() - 1]);
     let mut result = last.1 - first.1;
-    if is_counter {
+    if is_counter && w.has_reset {
         for p in pts.windows(2) {
             if p[1].1 < p[0].1 {
                 result += p[0].1;

@@ -67,7 +67,7 @@ impl Evaluator<'_> {
 
     /// Decodes one selected series, counting its samples against the query's limit.
     pub(crate) fn decode(&self, s: &StoredSeries) -> Result<Vec<(i64, f64)>> {
-        let points: Vec<(i64, f64)> = s.iter().collect();
+        let points = s.samples();
         self.limits.add_samples(points.len())?;
         Ok(points)
     }
@@ -126,7 +126,8 @@ impl Evaluator<'_> {
         })
     }
 
-    /// Calls `f(step, window)` for each step whose window `[ref - range, ref]` holds samples,
+    /// Calls `f(step, ref, window, first)` (`first`: the window's offset in `points`) for each
+    /// step whose window `[ref - range, ref]` holds samples,
     /// until `f` returns false. Windows slide forward with the step, so each series' samples
     /// are walked once.
     pub(crate) fn for_each_window(
@@ -135,7 +136,7 @@ impl Evaluator<'_> {
         range: i64,
         at: &Option<AtModifier>,
         offset: &Option<Offset>,
-        mut f: impl FnMut(usize, i64, &[(i64, f64)]) -> bool,
+        mut f: impl FnMut(usize, i64, &[(i64, f64)], usize) -> bool,
     ) {
         let (mut lo, mut hi) = (0usize, 0usize);
         for k in 0..self.nsteps() {
@@ -146,7 +147,7 @@ impl Evaluator<'_> {
             while lo < hi && points[lo].0 < reft - range {
                 lo += 1;
             }
-            if lo < hi && !f(k, reft, &points[lo..hi]) {
+            if lo < hi && !f(k, reft, &points[lo..hi], lo) {
                 return;
             }
         }
