@@ -18,6 +18,16 @@ pub struct Config {
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
     pub query: QueryConfig,
+    /// Prometheus' `global` block: rule evaluation interval and external labels.
+    pub global: GlobalConfig,
+    /// Globs of Prometheus rule files, relative to the config file's directory.
+    pub rule_files: Vec<String>,
+    pub alerting: AlertingConfig,
+    /// The URL toolwatch is reached at, for alert generator links and `$externalURL`.
+    pub external_url: String,
+    /// Directory of the config file; relative `rule_files` are resolved against it.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -29,6 +39,11 @@ impl Default for Config {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
+            global: GlobalConfig::default(),
+            rule_files: Vec::new(),
+            alerting: AlertingConfig::default(),
+            external_url: String::new(),
+            config_dir: PathBuf::from("."),
         }
     }
 }
@@ -100,6 +115,98 @@ impl Default for IngestConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct GlobalConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub evaluation_interval: Duration,
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig { evaluation_interval: Duration::from_secs(60), external_labels: Default::default() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// As in prometheus.yml: `static_configs[].targets`, `scheme`, `path_prefix`, `timeout`.
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+    /// Generic receivers sent Alertmanager's webhook payload.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    pub static_configs: Vec<StaticConfig>,
+    pub scheme: String,
+    pub path_prefix: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    pub api_version: String,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            static_configs: Vec::new(),
+            scheme: "http".into(),
+            path_prefix: "/".into(),
+            timeout: Duration::from_secs(10),
+            api_version: "v2".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticConfig {
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Config {
+    /// Where alerts go: every Alertmanager target (`<scheme>://<target><path_prefix>api/v2/alerts`)
+    /// and every webhook.
+    pub fn notify_targets(&self) -> Vec<toolwatch_alerting::Target> {
+        let mut out = Vec::new();
+        for am in &self.alerting.alertmanagers {
+            let prefix = format!("/{}/", am.path_prefix.trim_matches('/')).replace("//", "/");
+            for sc in &am.static_configs {
+                for t in &sc.targets {
+                    out.push(toolwatch_alerting::Target {
+                        kind: toolwatch_alerting::TargetKind::Alertmanager,
+                        url: format!("{}://{t}{prefix}api/v2/alerts", am.scheme),
+                        timeout: am.timeout,
+                    });
+                }
+            }
+        }
+        for w in &self.alerting.webhooks {
+            out.push(toolwatch_alerting::Target {
+                kind: toolwatch_alerting::TargetKind::Webhook,
+                url: w.url.clone(),
+                timeout: w.timeout,
+            });
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Longest a query may run; a request's `timeout` can only shorten it.
     #[serde(deserialize_with = "de_duration")]
@@ -131,8 +238,9 @@ impl Default for QueryConfig {
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let cfg: Config =
+        let mut cfg: Config =
             serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        cfg.config_dir = path.parent().map_or_else(|| PathBuf::from("."), |p| p.to_path_buf());
         cfg.validate()?;
         Ok(cfg)
     }
@@ -140,6 +248,14 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.storage.block_range.as_millis() == 0 {
             bail!("storage.block_range must be positive");
+        }
+        if self.global.evaluation_interval.is_zero() {
+            bail!("global.evaluation_interval must be positive");
+        }
+        for am in &self.alerting.alertmanagers {
+            if am.api_version != "v2" {
+                bail!("alerting.alertmanagers[].api_version: only v2 is supported, got {:?}", am.api_version);
+            }
         }
         if self.query.lookback_delta.is_zero() || self.query.timeout.is_zero() {
             bail!("query.lookback_delta and query.timeout must be positive");
@@ -291,7 +407,8 @@ mod example_tests {
     #[test]
     fn example_config_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/toolwatch.yml");
-        let c = Config::load(&path).unwrap();
+        let mut c = Config::load(&path).unwrap();
+        c.config_dir = Config::default().config_dir;
         assert_eq!(format!("{:?}", c), format!("{:?}", Config::default()));
     }
 }

@@ -27,6 +27,18 @@ struct Cli {
 enum Cmd {
     /// Run the server (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Work with Prometheus rule files.
+    #[command(subcommand)]
+    Rules(RulesCmd),
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Check rule files for syntax and PromQL errors, like `promtool check rules`.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -48,12 +60,41 @@ fn main() {
     let cli = Cli::parse();
     let args = match cli.cmd {
         Some(Cmd::Serve(a)) => a,
+        Some(Cmd::Rules(RulesCmd::Check { files })) => std::process::exit(check_rules(&files)),
         None => cli.serve,
     };
     if let Err(e) = run(args) {
         eprintln!("toolwatch: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Checks each file; prints promtool's report shape; returns the exit code (1 if any failed).
+fn check_rules(files: &[PathBuf]) -> i32 {
+    let mut failed = false;
+    for f in files {
+        println!("Checking {}", f.display());
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("  FAILED:\n{}: {e}", f.display());
+                failed = true;
+                continue;
+            }
+        };
+        match toolwatch_alerting::rulefile::parse_rule_file(f, &text) {
+            Ok(groups) => {
+                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                println!("  SUCCESS: {n} rules found");
+            }
+            Err(e) => {
+                eprintln!("  FAILED:\n{e}");
+                failed = true;
+            }
+        }
+        println!();
+    }
+    i32::from(failed)
 }
 
 fn run(args: ServeArgs) -> Result<()> {

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use toolwatch_alerting::{GroupShared, Notifier, RuleManager};
 use toolwatch_ingest::{IngestMetrics, IngestState, MetadataStore};
 use toolwatch_query::http::{MetadataSource, MetricMetadata, QueryState, RuntimeFacts};
 use toolwatch_query::metrics::QueryMetrics;
@@ -41,6 +42,7 @@ pub fn router(
     telemetry: Arc<Telemetry>,
     ingest: Arc<IngestState>,
     query: Arc<QueryState>,
+    rules: Arc<RuleManager>,
 ) -> Router {
     let st = AppState { db: db.clone(), telemetry: telemetry.clone() };
     let own = Router::new()
@@ -48,18 +50,10 @@ pub fn router(
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/admin/flush", post(flush))
-        // Until rule evaluation lands there are no rules or alerts; Grafana asks for both.
-        .route(
-            "/api/v1/rules",
-            get(|| async { Json(serde_json::json!({"status": "success", "data": {"groups": []}})) }),
-        )
-        .route(
-            "/api/v1/alerts",
-            get(|| async { Json(serde_json::json!({"status": "success", "data": {"alerts": []}})) }),
-        )
         .with_state(st.clone());
     own.merge(toolwatch_ingest::router(ingest))
         .merge(toolwatch_query::http::router(query))
+        .merge(toolwatch_alerting::router(rules))
         .layer(middleware::from_fn_with_state(st, count_requests))
 }
 
@@ -130,7 +124,36 @@ pub async fn run(cfg: Config) -> Result<()> {
         env!("CARGO_PKG_VERSION"),
         QueryMetrics::new(&mut telemetry.registry),
     ));
-    let app = router(cell.clone(), Arc::new(telemetry), ingest, query);
+    let notifier = Notifier::new(cfg.notify_targets(), 10_000, Some(&mut telemetry.registry));
+    tokio::spawn(notifier.clone().run());
+    let shared = Arc::new(GroupShared {
+        external_labels: cfg.global.external_labels.clone(),
+        external_url: if cfg.external_url.is_empty() {
+            format!("http://{}", cfg.listen)
+        } else {
+            cfg.external_url.clone()
+        },
+        engine_opts: cfg.engine_options(),
+        notifier,
+    });
+    let rules = RuleManager::new(
+        cell.clone(),
+        cfg.rule_files.clone(),
+        cfg.config_dir.clone(),
+        cfg.global.evaluation_interval,
+        shared,
+    );
+    rules.reload().map_err(anyhow::Error::msg).context("loading rule files")?;
+    let rules2 = rules.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading rule files");
+            let _ = rules2.reload();
+        }
+    });
+    let app = router(cell.clone(), Arc::new(telemetry), ingest, query, rules);
 
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let (dir, opts, persist_every, cell2) =
