@@ -39,6 +39,11 @@ enum RulesCmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run rule unit tests in promtool's format, like `promtool test rules`.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -61,6 +66,7 @@ fn main() {
     let args = match cli.cmd {
         Some(Cmd::Serve(a)) => a,
         Some(Cmd::Rules(RulesCmd::Check { files })) => std::process::exit(check_rules(&files)),
+        Some(Cmd::Rules(RulesCmd::Test { files })) => std::process::exit(test_rules(&files)),
         None => cli.serve,
     };
     if let Err(e) = run(args) {
@@ -89,6 +95,26 @@ fn check_rules(files: &[PathBuf]) -> i32 {
             }
             Err(e) => {
                 eprintln!("  FAILED:\n{e}");
+                failed = true;
+            }
+        }
+        println!();
+    }
+    i32::from(failed)
+}
+
+/// Runs unit-test files; prints promtool's report shape; returns the exit code (1 if any failed).
+fn test_rules(files: &[PathBuf]) -> i32 {
+    let mut failed = false;
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        match toolwatch_alerting::unittest::run_test_file(f) {
+            Ok(()) => println!("  SUCCESS"),
+            Err(errs) => {
+                println!("  FAILED:");
+                for e in errs {
+                    println!("{e}");
+                }
                 failed = true;
             }
         }

@@ -237,3 +237,33 @@ fn shipped_rules_check_and_pass_their_unit_tests() {
         .unwrap();
     assert!(p.status.success(), "{}{}", String::from_utf8_lossy(&p.stdout), String::from_utf8_lossy(&p.stderr));
 }
+
+/// `toolwatch rules test` gives the same verdicts as Debian's promtool on the same files,
+/// including one whose tests are meant to fail (and how many of them fail).
+#[test]
+fn rules_test_verdicts_match_promtool() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cases = [
+        (root.join("examples/rules/mcp.rules.test.yml"), true),
+        (root.join("tests/data/rules/passing.test.yml"), true),
+        (root.join("tests/data/rules/failing.test.yml"), false),
+    ];
+    let have_promtool = std::path::Path::new("/usr/bin/promtool").exists();
+    assert!(
+        have_promtool || std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok(),
+        "promtool missing: run scripts/test-deps.sh"
+    );
+    for (file, pass) in &cases {
+        let ours = Command::new(env!("CARGO_BIN_EXE_toolwatch")).args(["rules", "test"]).arg(file).output().unwrap();
+        let out = String::from_utf8_lossy(&ours.stdout).to_string();
+        assert_eq!(ours.status.success(), *pass, "toolwatch on {}:\n{out}", file.display());
+        if !pass {
+            assert_eq!(out.matches("alertname: MCPToolErrorRatioHigh").count(), 2, "{out}");
+            assert_eq!(out.matches("expr: ").count(), 1, "{out}");
+        }
+        if have_promtool {
+            let theirs = Command::new("/usr/bin/promtool").args(["test", "rules"]).arg(file).output().unwrap();
+            assert_eq!(theirs.status.success(), *pass, "promtool on {}", file.display());
+        }
+    }
+}

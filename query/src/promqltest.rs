@@ -84,7 +84,7 @@ fn parse_value(tok: &str) -> Result<f64, String> {
 }
 
 /// Expands Prometheus' series notation: `1 2 3`, `1+2x3`, `5-1x2`, `1x3`, `_`, `_x3`, `stale`.
-fn expand_values(s: &str) -> Result<Vec<Option<f64>>, String> {
+pub fn expand_values(s: &str) -> Result<Vec<Option<f64>>, String> {
     let mut out = Vec::new();
     for tok in s.split_whitespace() {
         if tok == "_" {
@@ -129,7 +129,7 @@ fn expand_values(s: &str) -> Result<Vec<Option<f64>>, String> {
 }
 
 /// Splits `metric{a="b"} 1 2 3` into labels and the value text.
-fn parse_series_line(line: &str) -> Result<(Labels, &str), String> {
+pub fn parse_series_line(line: &str) -> Result<(Labels, &str), String> {
     let line = line.trim();
     let end = match line.find('{') {
         Some(open) if !line[..open].contains(char::is_whitespace) => {
