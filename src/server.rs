@@ -135,6 +135,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
         engine_opts: cfg.engine_options(),
         notifier,
+        metrics: toolwatch_alerting::group::RuleMetrics::register(&mut telemetry.registry),
     });
     let rules = RuleManager::new(
         cell.clone(),

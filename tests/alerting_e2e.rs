@@ -187,6 +187,22 @@ fn alert_reaches_alertmanager_and_resolves() {
         let v = get_json(&tw.addr, "/api/v1/query?query=tool:ratio:max");
         !v["data"]["result"].as_array().unwrap().is_empty()
     });
+    // SIGHUP reloads too.
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: after-hup\n    interval: 1s\n    rules:\n      - record: hup:ok\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    tw.signal(libc::SIGHUP);
+    wait_for("the SIGHUP reload", Duration::from_secs(10), || {
+        get_json(&tw.addr, "/api/v1/rules")["data"]["groups"][0]["name"] == "after-hup"
+    });
+    // What was sent and evaluated is counted.
+    let sent = tw.metric_with("toolwatch_notifications_sent_total", &am_addr).unwrap_or(0.0);
+    assert!(sent >= 2.0, "firing and resolved sends to alertmanager counted, got {sent}");
+    wait_for("the new group's first evaluation to be counted", Duration::from_secs(10), || {
+        tw.metric_with("toolwatch_rule_evaluations_total", "after-hup").unwrap_or(0.0) >= 1.0
+    });
 }
 
 #[test]

@@ -7,6 +7,9 @@ use crate::notifier::{Notifier, OutAlert};
 use crate::rule::{EvalCtx, LabelMap, OutSample, Rule};
 use crate::rulefile::GroupSpec;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -22,6 +25,44 @@ pub struct GroupShared {
     pub external_url: String,
     pub engine_opts: EngineOptions,
     pub notifier: Arc<Notifier>,
+    pub metrics: RuleMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct GroupLabel {
+    pub rule_group: String,
+}
+
+/// Rule telemetry, named after Prometheus' `prometheus_rule_*` metrics.
+#[derive(Clone, Default)]
+pub struct RuleMetrics {
+    pub evaluations: Family<GroupLabel, Counter>,
+    pub failures: Family<GroupLabel, Counter>,
+    pub missed: Family<GroupLabel, Counter>,
+    pub last_duration: Family<GroupLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl RuleMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> RuleMetrics {
+        let m = RuleMetrics::default();
+        registry.register("toolwatch_rule_evaluations", "Rule evaluations, per group", m.evaluations.clone());
+        registry.register(
+            "toolwatch_rule_evaluation_failures",
+            "Rule evaluations that failed, per group",
+            m.failures.clone(),
+        );
+        registry.register(
+            "toolwatch_rule_group_iterations_missed",
+            "Group evaluations skipped because the previous one ran past its interval",
+            m.missed.clone(),
+        );
+        registry.register(
+            "toolwatch_rule_group_last_duration_seconds",
+            "Duration of the group's last evaluation",
+            m.last_duration.clone(),
+        );
+        m
+    }
 }
 
 #[derive(Default, Clone, Debug)]
@@ -58,6 +99,10 @@ impl Group {
             status: Mutex::new(GroupStatus::default()),
             written: Mutex::new(vec![HashSet::new(); n]),
         }
+    }
+
+    pub fn metric_label(&self) -> GroupLabel {
+        GroupLabel { rule_group: format!("{};{}", self.spec.file.display(), self.spec.name) }
     }
 
     /// The group's fixed offset within its interval.
@@ -113,6 +158,7 @@ impl Group {
                     s
                 }
                 Err(e) => {
+                    shared.metrics.failures.get_or_create(&self.metric_label()).inc();
                     tracing::warn!(group = %self.spec.name, rule = %rule.spec.name, error = %e, "rule evaluation failed");
                     rule.health.health = "err";
                     rule.health.last_error = e;
@@ -137,6 +183,7 @@ impl Group {
                     to_send.push(OutAlert::from_alert(&a, &shared.external_labels, &generator_url));
                 }
             }
+            shared.metrics.evaluations.get_or_create(&self.metric_label()).inc();
             rule.health.last_eval_ms = ts;
             rule.health.eval_seconds = rule_began.elapsed().as_secs_f64();
         }
@@ -147,6 +194,7 @@ impl Group {
         let mut st = self.status.lock();
         st.last_eval_ms = ts;
         st.eval_seconds = began.elapsed().as_secs_f64();
+        shared.metrics.last_duration.get_or_create(&self.metric_label()).set(st.eval_seconds);
         st.iterations += 1;
     }
 

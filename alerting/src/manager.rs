@@ -101,6 +101,8 @@ async fn run_group(g: Arc<Group>, db: Arc<OnceLock<Db>>, shared: Arc<GroupShared
         if now - next >= iv {
             let missed = (now - next) / iv;
             g.status.lock().missed_iterations += missed as u64;
+            shared.metrics.missed.get_or_create(&g.metric_label()).inc_by(missed as u64);
+            tracing::warn!(group = %g.spec.name, missed, "rule group evaluation ran past its interval; skipping ticks");
             next += missed * iv;
         }
         let ts = next;

@@ -158,6 +158,7 @@ fn run_group(tg: &TestGroup, specs: &[crate::rulefile::GroupSpec], eval_interval
             external_url: tg.external_url.clone(),
             engine_opts: EngineOptions::default(),
             notifier: Notifier::new(Vec::new(), 1, None),
+            metrics: Default::default(),
         };
         let groups: Vec<Group> =
             specs.iter().cloned().map(|s| Group::new(s, Duration::from_millis(eval_interval as u64))).collect();

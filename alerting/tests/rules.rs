@@ -40,6 +40,7 @@ fn shared() -> GroupShared {
         external_url: "http://tw:9201".into(),
         engine_opts: EngineOptions::default(),
         notifier: Notifier::new(Vec::new(), 100, None),
+        metrics: Default::default(),
     }
 }
 
@@ -241,4 +242,16 @@ fn rule_file_errors_name_file_line_group_and_rule() {
     assert!(err.contains("rules/bad.yml:6: group \"g\", rule 2 (\"bad name\"): invalid recording rule name"), "{err}");
     let err = parse_rule_file(Path::new("x.yml"), "groups:\n  - name: g\n    rulez: []\n").unwrap_err().to_string();
     assert!(err.starts_with("x.yml:3:"), "{err}");
+}
+
+#[test]
+fn query_offset_evaluates_in_the_past_and_writes_there() {
+    let (_d, db) = db();
+    let g = group("groups:\n  - name: g\n    query_offset: 5m\n    rules:\n      - record: x:copy\n        expr: x\n");
+    write(&db, &[("__name__", "x")], T0, 1.0);
+    write(&db, &[("__name__", "x")], T0 + 5 * MIN, 2.0);
+    g.eval(&db, &shared(), T0 + 5 * MIN, false);
+    // The rule saw the data as of T0 and its output is stamped T0.
+    assert_eq!(query(&db, "x:copy", T0), [(r#"{__name__="x:copy"}"#.to_string(), 1.0)]);
+    assert_eq!(query(&db, "timestamp(x:copy)", T0 + MIN), [("{}".to_string(), (T0 / 1000) as f64)]);
 }
