@@ -283,3 +283,27 @@ fn rules_test_verdicts_match_promtool() {
         }
     }
 }
+
+/// A group whose evaluation takes longer than its interval skips the ticks it missed (counted in
+/// `toolwatch_rule_group_iterations_missed_total`) instead of queueing late evaluations.
+#[test]
+fn slow_group_counts_missed_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    // ~7.2M subquery steps of a step-dependent expression: tens of milliseconds per evaluation,
+    // against a 10ms interval.
+    std::fs::write(
+        dir.path().join("slow.yml"),
+        "groups:\n  - name: slow\n    interval: 10ms\n    rules:\n      - record: slow:count\n        expr: count_over_time(vector(time())[2h:1ms])\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(&cfg, "rule_files: ['slow.yml']\n").unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    wait_for("missed iterations to be counted", Duration::from_secs(20), || {
+        tw.metric_with("toolwatch_rule_group_iterations_missed_total", "slow").unwrap_or(0.0) >= 3.0
+    });
+    let v = get_json(&tw.addr, "/api/v1/rules");
+    let g = &v["data"]["groups"][0];
+    assert!(g["evaluationTime"].as_f64().unwrap() > 0.01, "{g}");
+    assert_eq!(g["rules"][0]["health"], "ok");
+}

@@ -83,6 +83,18 @@ pub struct Group {
     written: Mutex<Vec<HashSet<LabelMap>>>,
 }
 
+/// The tick to evaluate when the planned one was `next` and it is now `now`: a group that fell
+/// behind evaluates the latest tick that has passed and skips (counts) the ones before it,
+/// rather than running late evaluations back to back.
+pub fn due_tick(next: i64, now: i64, interval: i64) -> (i64, u64) {
+    if now - next >= interval {
+        let missed = (now - next) / interval;
+        (next + missed * interval, missed as u64)
+    } else {
+        (next, 0)
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -97,16 +97,13 @@ async fn run_group(g: Arc<Group>, db: Arc<OnceLock<Db>>, shared: Arc<GroupShared
     loop {
         let wait = (next - now_ms()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let now = now_ms();
-        if now - next >= iv {
-            let missed = (now - next) / iv;
-            g.status.lock().missed_iterations += missed as u64;
-            shared.metrics.missed.get_or_create(&g.metric_label()).inc_by(missed as u64);
+        let (ts, missed) = crate::group::due_tick(next, now_ms(), iv);
+        if missed > 0 {
+            g.status.lock().missed_iterations += missed;
+            shared.metrics.missed.get_or_create(&g.metric_label()).inc_by(missed);
             tracing::warn!(group = %g.spec.name, missed, "rule group evaluation ran past its interval; skipping ticks");
-            next += missed * iv;
         }
-        let ts = next;
-        next += iv;
+        next = ts + iv;
         let Some(db) = db.get().cloned() else { continue };
         let (g2, shared2) = (g.clone(), shared.clone());
         let r = tokio::task::spawn_blocking(move || g2.eval(&db, &shared2, ts, restore)).await;

@@ -255,3 +255,29 @@ fn query_offset_evaluates_in_the_past_and_writes_there() {
     assert_eq!(query(&db, "x:copy", T0), [(r#"{__name__="x:copy"}"#.to_string(), 1.0)]);
     assert_eq!(query(&db, "timestamp(x:copy)", T0 + MIN), [("{}".to_string(), (T0 / 1000) as f64)]);
 }
+
+#[test]
+fn a_slow_group_skips_and_counts_missed_ticks() {
+    use toolwatch_alerting::group::due_tick;
+    // On time, or late by less than an interval: the planned tick, nothing missed.
+    assert_eq!(due_tick(10_000, 10_000, 1_000), (10_000, 0));
+    assert_eq!(due_tick(10_000, 10_999, 1_000), (10_000, 0));
+    // The previous evaluation ran 2.5 intervals past the planned tick: two ticks are skipped and
+    // the latest passed one is evaluated.
+    assert_eq!(due_tick(10_000, 12_500, 1_000), (12_000, 2));
+}
+
+#[test]
+fn the_query_template_function_reads_the_store() {
+    let (_d, db) = db();
+    let g = group(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 0\n        annotations:\n          total: '{{ with query \"sum(x)\" }}{{ . | first | value }}{{ end }}'\n          each: '{{ range query \"x\" }}{{ .Labels.i }}={{ .Value }} {{ end }}'\n",
+    );
+    write(&db, &[("__name__", "x"), ("i", "1")], T0, 2.0);
+    write(&db, &[("__name__", "x"), ("i", "2")], T0, 3.0);
+    g.eval(&db, &shared(), T0, false);
+    let rules = g.rules.lock();
+    let a = rules[0].active.values().next().unwrap();
+    assert_eq!(a.annotations["total"], "5");
+    assert_eq!(a.annotations["each"], "1=2 2=3 ");
+}
