@@ -307,3 +307,63 @@ fn slow_group_counts_missed_iterations() {
     assert!(g["evaluationTime"].as_f64().unwrap() > 0.01, "{g}");
     assert_eq!(g["rules"][0]["health"], "ok");
 }
+
+/// Groups are evaluated at Prometheus' own per-group offset within the interval, so a rule file
+/// moved from Prometheus to toolwatch keeps its timing: both evaluate the same group at the same
+/// phase of the interval.
+#[test]
+fn group_timing_matches_prometheus() {
+    let prometheus = "/usr/bin/prometheus";
+    if !std::path::Path::new(prometheus).exists() {
+        assert!(std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok(), "prometheus missing: run scripts/test-deps.sh");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("timing.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: timing\n    interval: 2s\n    rules:\n      - record: one\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    let cfg_text = format!("rule_files: ['{}']\n", rules.display());
+    std::fs::write(dir.path().join("tw.yml"), &cfg_text).unwrap();
+    std::fs::write(dir.path().join("prom.yml"), &cfg_text).unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", dir.path().join("tw.yml").to_str().unwrap()]);
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", dir.path().join("prom.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The phase (ms within the 2s interval) of each server's last evaluation of the group.
+    let phase = |addr: &str| -> Option<i64> {
+        let (code, body) = http(addr, "GET", "/api/v1/rules", &[], &[]).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        let t = v["data"]["groups"][0]["lastEvaluation"].as_str()?;
+        let ms = toolwatch_query::http::parse_time(t).ok()?;
+        (ms > 1_000_000_000_000).then_some(ms.rem_euclid(2000))
+    };
+    let mut got = (None, None);
+    wait_for("both servers to evaluate the group", Duration::from_secs(30), || {
+        got = (phase(&tw.addr), phase(&prom_addr));
+        got.0.is_some() && got.1.is_some()
+    });
+    let (ours, theirs) = (got.0.unwrap(), got.1.unwrap());
+    eprintln!("phase within the interval: toolwatch +{ours}ms, prometheus +{theirs}ms");
+    assert!((ours - theirs).abs() <= 1, "toolwatch evaluates at +{ours}ms, Prometheus at +{theirs}ms of each 2s");
+}

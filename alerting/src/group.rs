@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use toolwatch_query::{Engine, EngineOptions};
@@ -117,19 +117,26 @@ impl Group {
         GroupLabel { rule_group: format!("{};{}", self.spec.file.display(), self.spec.name) }
     }
 
-    /// The group's fixed offset within its interval.
-    pub fn offset_ms(&self) -> i64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.spec.file.hash(&mut h);
-        self.spec.name.hash(&mut h);
-        (h.finish() % (self.interval.as_millis().max(1) as u64)) as i64
+    /// The group's fixed offset within its interval, in nanoseconds: Prometheus' own (xxhash64
+    /// of the label set `{file, name}` modulo the interval), so a group keeps the timing it had
+    /// in Prometheus.
+    pub fn offset_ns(&self) -> u64 {
+        let mut b = Vec::new();
+        for (n, v) in [("file", self.spec.file.display().to_string()), ("name", self.spec.name.clone())] {
+            b.extend_from_slice(n.as_bytes());
+            b.push(0xff);
+            b.extend_from_slice(v.as_bytes());
+            b.push(0xff);
+        }
+        xxhash_rust::xxh64::xxh64(&b, 0) % (self.interval.as_nanos().max(1) as u64)
     }
 
-    /// The evaluation time at or before `now`.
+    /// The evaluation time (ms) at or before `now` (ms): `k × interval + offset`.
     pub fn eval_time(&self, now: i64) -> i64 {
-        let iv = self.interval.as_millis() as i64;
-        let off = self.offset_ms();
-        (now - off).div_euclid(iv) * iv + off
+        let iv = self.interval.as_nanos().max(1) as i128;
+        let off = self.offset_ns() as i128;
+        let adj = now as i128 * 1_000_000 - off;
+        ((adj - adj.rem_euclid(iv) + off) / 1_000_000) as i64
     }
 
     /// Takes over alert state from the same rule of a previous load (reload keeps alerts).
