@@ -64,12 +64,8 @@ fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
 
 #[test]
 fn alert_reaches_alertmanager_and_resolves() {
-    if !std::path::Path::new(ALERTMANAGER).exists() {
-        if std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok() {
-            eprintln!("skipping: {ALERTMANAGER} missing and TOOLWATCH_SKIP_PROMETHEUS set");
-            return;
-        }
-        panic!("{ALERTMANAGER} is missing: run scripts/test-deps.sh (the README test command does)");
+    if !have_binary(ALERTMANAGER) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let am_addr = format!("127.0.0.1:{}", free_port());
@@ -78,14 +74,7 @@ fn alert_reaches_alertmanager_and_resolves() {
         "route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n",
     )
     .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _am = Kill(
+    let _am = KillOnDrop(
         Command::new(ALERTMANAGER)
             .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
             .arg(format!("--storage.path={}", dir.path().join("am").display()))
@@ -242,8 +231,7 @@ fn shipped_rules_check_and_pass_their_unit_tests() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 9 rules found"));
-    if !std::path::Path::new("/usr/bin/promtool").exists() {
-        assert!(std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok(), "promtool missing: run scripts/test-deps.sh");
+    if !have_binary("/usr/bin/promtool") {
         return;
     }
     let p = Command::new("/usr/bin/promtool")
@@ -264,11 +252,7 @@ fn rules_test_verdicts_match_promtool() {
         (root.join("tests/data/rules/passing.test.yml"), true),
         (root.join("tests/data/rules/failing.test.yml"), false),
     ];
-    let have_promtool = std::path::Path::new("/usr/bin/promtool").exists();
-    assert!(
-        have_promtool || std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok(),
-        "promtool missing: run scripts/test-deps.sh"
-    );
+    let have_promtool = have_binary("/usr/bin/promtool");
     for (file, pass) in &cases {
         let ours = Command::new(env!("CARGO_BIN_EXE_toolwatch")).args(["rules", "test"]).arg(file).output().unwrap();
         let out = String::from_utf8_lossy(&ours.stdout).to_string();
@@ -314,8 +298,7 @@ fn slow_group_counts_missed_iterations() {
 #[test]
 fn group_timing_matches_prometheus() {
     let prometheus = "/usr/bin/prometheus";
-    if !std::path::Path::new(prometheus).exists() {
-        assert!(std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok(), "prometheus missing: run scripts/test-deps.sh");
+    if !have_binary(prometheus) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -330,14 +313,7 @@ fn group_timing_matches_prometheus() {
     std::fs::write(dir.path().join("prom.yml"), &cfg_text).unwrap();
     let tw = Server::start(&dir.path().join("tw"), &["--config", dir.path().join("tw.yml").to_str().unwrap()]);
     let prom_addr = format!("127.0.0.1:{}", free_port());
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _prom = Kill(
+    let _prom = KillOnDrop(
         Command::new(prometheus)
             .arg(format!("--config.file={}", dir.path().join("prom.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))

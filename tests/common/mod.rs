@@ -10,6 +10,39 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use toolwatch_ingest::remote_write_proto as pb;
 
+/// Kills and reaps a helper process (Prometheus, Alertmanager) when the test ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a Debian-packaged helper the test needs is installed. Missing, it is a failure (the
+/// README test command installs it) unless TOOLWATCH_SKIP_PROMETHEUS asks to skip.
+pub fn have_binary(path: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var("TOOLWATCH_SKIP_PROMETHEUS").is_ok() {
+        eprintln!("skipping: {path} missing and TOOLWATCH_SKIP_PROMETHEUS set");
+        return false;
+    }
+    panic!("{path} is missing: run scripts/test-deps.sh (the README test command does)");
+}
+
+/// Percent-encodes a query parameter value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
