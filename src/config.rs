@@ -314,41 +314,11 @@ impl Config {
     }
 }
 
-/// Prometheus duration syntax: `1y2w3d4h5m6s7ms` (units in descending order), or `0`.
+/// Prometheus duration syntax: `1y2w3d4h5m6s7ms`, or `0` — the query API's parser, so config
+/// files and requests accept exactly the same durations.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let units: [(&str, u64); 8] = [
-        ("ms", 1),
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("", 0),
-    ];
-    let mut rest = s;
-    let mut total: u64 = 0;
-    if rest.is_empty() {
-        bail!("empty duration");
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            bail!("invalid duration {s:?}: expected a number before {rest:?}");
-        }
-        let n: u64 = rest[..digits].parse().with_context(|| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let Some((unit, ms)) = units.iter().find(|(u, _)| !u.is_empty() && rest.starts_with(u)) else {
-            bail!("invalid duration {s:?}: unit must be one of y, w, d, h, m, s, ms");
-        };
-        total = total.saturating_add(n.saturating_mul(*ms));
-        rest = &rest[unit.len()..];
-    }
-    Ok(Duration::from_millis(total))
+    let ms = toolwatch_query::time::parse_duration_ms(s.trim()).map_err(anyhow::Error::msg)?;
+    Ok(Duration::from_millis(ms as u64))
 }
 
 /// A duration in Prometheus' notation with the largest units that divide it (`15d`, `90m`).

@@ -127,81 +127,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Earliest and latest times the API accepts, far enough from i64's ends for arithmetic.
-const MIN_TIME: i64 = i64::MIN / 4;
-const MAX_TIME: i64 = i64::MAX / 4;
-
-/// A time parameter: unix seconds (fractions allowed) or RFC 3339.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid timestamp"));
-        }
-        let secs = f.trunc();
-        let ms = ((f - secs) * 1000.0).round();
-        return Ok(((secs * 1000.0 + ms) as i64).clamp(MIN_TIME, MAX_TIME));
-    }
-    parse_rfc3339(s).ok_or_else(|| format!("cannot parse {s:?} to a valid timestamp"))
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, rest) = s.split_once(['T', 't', ' '])?;
-    let neg_year = date.starts_with('-');
-    let mut dp = date.trim_start_matches('-').splitn(3, '-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let y = if neg_year { -y } else { y };
-    let mo: i64 = dp.next()?.parse().ok()?;
-    let d: i64 = dp.next()?.parse().ok()?;
-    let tz_pos = rest.find(['Z', 'z', '+', '-'])?;
-    let (clock, tz) = rest.split_at(tz_pos);
-    let mut cp = clock.splitn(3, ':');
-    let h: i64 = cp.next()?.parse().ok()?;
-    let mi: i64 = cp.next()?.parse().ok()?;
-    let sec_str = cp.next()?;
-    let (sec, frac) = match sec_str.split_once('.') {
-        Some((a, b)) => (a.parse::<i64>().ok()?, format!("{b:0<3}")[..3].parse::<i64>().ok()?),
-        None => (sec_str.parse::<i64>().ok()?, 0),
-    };
-    let offset_s = match tz {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = tz[1..].split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
-        }
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let days = days_from_civil(y, mo, d);
-    let secs = (days as i128) * 86_400 + (h * 3600 + mi * 60 + sec - offset_s) as i128;
-    let ms = secs * 1000 + frac as i128;
-    Some(ms.clamp(MIN_TIME as i128, MAX_TIME as i128) as i64)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// A duration parameter: seconds (fractions allowed) or a Prometheus duration (`1m30s`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() || f * 1e9 > i64::MAX as f64 || f < 0.0 {
-            return Err(format!("cannot parse {s:?} to a valid duration. It overflows int64"));
-        }
-        return Ok(Duration::from_secs_f64(f));
-    }
-    crate::promqltest::parse_duration_ms(s)
-        .map(|ms| Duration::from_millis(ms as u64))
-        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
-}
+pub use crate::time::{format_rfc3339, parse_duration, parse_time, MAX_TIME, MIN_TIME};
 
 fn bad(msg: impl Into<String>) -> QueryError {
     QueryError::BadData(msg.into())
@@ -656,22 +582,6 @@ async fn runtimeinfo(State(st): St) -> Response {
         "storageRetention": r.retention,
     });
     success(&data.to_string(), &[])
-}
-
-pub fn format_rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", sod / 3600, (sod / 60) % 60, sod % 60, ms.rem_euclid(1000))
 }
 
 async fn tsdb_status(State(st): St, RawQuery(raw): RawQuery) -> Response {

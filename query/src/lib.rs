@@ -20,6 +20,7 @@ pub mod parse_error;
 pub mod promqltest;
 pub mod range_functions;
 pub mod selectors;
+pub mod time;
 pub mod value;
 
 pub use engine::{parse, Engine, EngineOptions, QueryControl, QueryStats};

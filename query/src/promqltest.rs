@@ -42,39 +42,7 @@ enum EvalKind {
     Range { start: i64, end: i64, step: i64 },
 }
 
-/// Parses a Prometheus duration (`5m`, `1h30m`, `10s`, `0`) into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    if s == "0" {
-        return Ok(0);
-    }
-    let mut total = 0i64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("bad duration {s:?}"))?;
-        if digits == 0 {
-            return Err(format!("bad duration {s:?}"));
-        }
-        let n: i64 = rest[..digits].parse().map_err(|_| format!("bad duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            u => return Err(format!("bad duration unit {u:?} in {s:?}")),
-        };
-        total += n * mult;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
+pub use crate::time::parse_duration_ms;
 
 fn parse_value(tok: &str) -> Result<f64, String> {
     if tok == "stale" {
