@@ -2,7 +2,7 @@
 //! Alertmanager's webhook payload format), from a bounded queue, with timeouts, a few retries
 //! and counters for what was sent, failed and dropped. Sending never blocks rule evaluation.
 
-use crate::rule::{Alert, AlertState, LabelMap};
+use crate::rule::{Alert, LabelMap};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +23,9 @@ pub struct OutAlert {
     pub ends_at: String,
     #[serde(rename = "generatorURL")]
     pub generator_url: String,
+    /// `ends_at` in milliseconds, to tell firing from resolved.
+    #[serde(skip)]
+    pub ends_ms: i64,
 }
 
 impl OutAlert {
@@ -38,11 +41,12 @@ impl OutAlert {
             starts_at: toolwatch_query::http::format_rfc3339(if a.fired_at != 0 { a.fired_at } else { a.active_at }),
             ends_at: toolwatch_query::http::format_rfc3339(ends),
             generator_url: generator_url.to_string(),
+            ends_ms: ends,
         }
     }
 
     pub fn resolved(&self) -> bool {
-        self.ends_at.as_str() <= toolwatch_query::http::format_rfc3339(crate::group::now_ms()).as_str()
+        self.ends_ms <= crate::group::now_ms()
     }
 }
 
@@ -229,9 +233,4 @@ fn fingerprint(labels: &LabelMap) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     labels.hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-/// Whether an alert state is one Alertmanager hears about.
-pub fn is_sent_state(s: AlertState) -> bool {
-    s != AlertState::Pending
 }

@@ -286,7 +286,7 @@ fn param_k(p: f64) -> Result<usize> {
 }
 
 fn count_values(ev: &Evaluator, input: Vec<Series>, label: &str, modifier: Option<&LabelModifier>) -> Result<Value> {
-    if !valid_label_name(label) {
+    if !crate::value::valid_label_name(label) {
         return Err(QueryError::Execution(format!("invalid label name {label:?}")));
     }
     let by_with_label = match modifier {
@@ -323,10 +323,4 @@ fn count_values(ev: &Evaluator, input: Vec<Series>, label: &str, modifier: Optio
         })
         .collect();
     Ok(Value::Vector(merge_same_labels(out)?))
-}
-
-pub(crate) fn valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

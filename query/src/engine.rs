@@ -317,17 +317,11 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.eval_vector_selector(vs)?)),
             Expr::MatrixSelector(ms) => {
                 let series = self.matrix_selector_series(&ms.vs, duration_ms(&ms.range))?;
-                Ok(Value::Matrix(self.top_level_windows(
-                    series,
-                    duration_ms(&ms.range),
-                    &ms.vs.at,
-                    &ms.vs.offset,
-                    true,
-                )))
+                Ok(Value::Matrix(self.top_level_windows(series, duration_ms(&ms.range), &ms.vs.at, &ms.vs.offset)))
             }
             Expr::Subquery(sq) => {
                 let series = self.eval_subquery(sq)?;
-                Ok(Value::Matrix(self.top_level_windows(series, duration_ms(&sq.range), &sq.at, &sq.offset, false)))
+                Ok(Value::Matrix(self.top_level_windows(series, duration_ms(&sq.range), &sq.at, &sq.offset)))
             }
             Expr::Call(call) => crate::functions::eval_call(self, call),
             Expr::Aggregate(agg) => crate::aggregate::eval_aggregate(self, agg),
@@ -362,7 +356,6 @@ impl<'a> Evaluator<'a> {
         range: i64,
         at: &Option<AtModifier>,
         offset: &Option<Offset>,
-        _raw: bool,
     ) -> Vec<Series> {
         let reft = self.at_ms(at).unwrap_or(self.start) - offset_ms(offset);
         series

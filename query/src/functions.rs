@@ -417,7 +417,7 @@ fn label_replace(ev: &Evaluator, args: &[&Expr]) -> Result<Value> {
     let (dst, repl, src, re) = (string_arg(args[1])?, string_arg(args[2])?, string_arg(args[3])?, string_arg(args[4])?);
     let regex = regex::Regex::new(&format!("^(?s:{re})$"))
         .map_err(|e| QueryError::Execution(format!("invalid regular expression in label_replace(): {re}: {e}")))?;
-    if !crate::aggregate::valid_label_name(&dst) {
+    if !crate::value::valid_label_name(&dst) {
         return Err(QueryError::Execution(format!("invalid destination label name in label_replace(): {dst}")));
     }
     let mut cache: FxHashMap<Labels, Labels> = FxHashMap::default();
@@ -448,11 +448,11 @@ fn label_join(ev: &Evaluator, args: &[&Expr]) -> Result<Value> {
     let series = vector_arg(ev, args[0])?;
     let (dst, sep) = (string_arg(args[1])?, string_arg(args[2])?);
     let srcs = args[3..].iter().map(|a| string_arg(a)).collect::<Result<Vec<_>>>()?;
-    if !crate::aggregate::valid_label_name(&dst) {
+    if !crate::value::valid_label_name(&dst) {
         return Err(QueryError::Execution(format!("invalid destination label name in label_join(): {dst}")));
     }
     for s in &srcs {
-        if !crate::aggregate::valid_label_name(s) {
+        if !crate::value::valid_label_name(s) {
             return Err(QueryError::Execution(format!("invalid source label name in label_join(): {s}")));
         }
     }

@@ -492,7 +492,7 @@ async fn label_values(State(st): St, Path(name): Path<String>, RawQuery(raw): Ra
     respond(
         async {
             let p = Params::parse(&Method::GET, &HeaderMap::new(), raw, &Bytes::new())?;
-            if !crate::aggregate::valid_label_name(&name) {
+            if !crate::value::valid_label_name(&name) {
                 return Err(bad(format!("invalid label name: {name:?}")));
             }
             let sets = match_params(&p)?;

@@ -54,6 +54,20 @@ impl QueryValue {
     }
 }
 
+/// Whether `s` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+pub fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `s` is a valid metric name (label-name characters plus `:`).
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 /// Labels without `__name__`.
 pub fn drop_name(l: &Labels) -> Labels {
     if l.get(METRIC_NAME).is_none() {
@@ -99,9 +113,7 @@ pub fn format_float(v: f64) -> String {
     } else if v == f64::NEG_INFINITY {
         "-Inf".into()
     } else {
-        let s = format!("{v}");
-        // Go prints exponents for very large/small magnitudes with 'g'/'e' formats only; the API
-        // uses 'f' with shortest digits, which is what Rust's Display gives.
-        s
+        // The API uses Go's 'f' format with shortest digits, which is what Rust's Display gives.
+        format!("{v}")
     }
 }
