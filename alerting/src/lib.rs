@@ -18,6 +18,7 @@ pub mod notifier;
 pub mod rule;
 pub mod rulefile;
 pub mod template;
+mod template_funcs;
 pub mod unittest;
 
 pub use error::AlertingError;
