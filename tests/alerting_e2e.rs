@@ -313,16 +313,7 @@ fn group_timing_matches_prometheus() {
     std::fs::write(dir.path().join("prom.yml"), &cfg_text).unwrap();
     let tw = Server::start(&dir.path().join("tw"), &["--config", dir.path().join("tw.yml").to_str().unwrap()]);
     let prom_addr = format!("127.0.0.1:{}", free_port());
-    let _prom = KillOnDrop(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", dir.path().join("prom.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _prom = spawn_prometheus(&dir.path().join("prom.yml"), dir.path(), &prom_addr);
     // The phase (ms within the 2s interval) of each server's last evaluation of the group.
     let phase = |addr: &str| -> Option<i64> {
         let (code, body) = http(addr, "GET", "/api/v1/rules", &[], &[]).ok()?;

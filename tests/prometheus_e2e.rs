@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use toolwatch_storage::{Db, DbOptions, Matcher};
 
@@ -32,14 +31,7 @@ fn prometheus_remote_write_matches_its_own_storage() {
         ),
     )
     .unwrap();
-    let mut prom = Command::new(PROMETHEUS)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prom.log")).unwrap())
-        .spawn()
-        .expect("starting prometheus");
+    let prom = spawn_prometheus(&cfg, dir.path(), &prom_addr);
 
     // Wait for a few scrapes to arrive at toolwatch.
     let start = Instant::now();
@@ -49,7 +41,7 @@ fn prometheus_remote_write_matches_its_own_storage() {
             break;
         }
         if start.elapsed() > Duration::from_secs(90) {
-            let _ = prom.kill();
+            drop(prom);
             panic!(
                 "toolwatch got {accepted} samples; prometheus log:\n{}",
                 std::fs::read_to_string(dir.path().join("prom.log")).unwrap_or_default()
@@ -79,8 +71,9 @@ fn prometheus_remote_write_matches_its_own_storage() {
         .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, p[1].as_str().unwrap().parse::<f64>().unwrap()))
         .collect();
 
-    unsafe { libc::kill(prom.id() as i32, libc::SIGTERM) };
-    let _ = prom.wait();
+    unsafe { libc::kill(prom.0.id() as i32, libc::SIGTERM) };
+    let mut prom = prom;
+    let _ = prom.0.wait();
     tw.signal(libc::SIGTERM);
     assert_eq!(tw.wait_exit(Duration::from_secs(10)), Some(0));
 

@@ -10,7 +10,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -172,16 +171,7 @@ fn same_answers_as_prometheus() {
         ),
     )
     .unwrap();
-    let prom = KillOnDrop(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prom.log")).unwrap())
-            .spawn()
-            .expect("starting prometheus"),
-    );
+    let prom = spawn_prometheus(&cfg, dir.path(), &prom_addr);
 
     // Let ~25 scrapes happen; both stores then hold the same samples up to the newest one.
     let began = Instant::now();

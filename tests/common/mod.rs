@@ -20,6 +20,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts Debian's Prometheus with `config` on `addr`, its TSDB and log (`prom.log`) in `dir`;
+/// killed when the guard drops.
+pub fn spawn_prometheus(config: &Path, dir: &Path, addr: &str) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prom").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prom.log")).unwrap())
+            .spawn()
+            .expect("starting prometheus"),
+    )
+}
+
 /// Whether a Debian-packaged helper the test needs is installed. Missing, it is a failure (the
 /// README test command installs it) unless TOOLWATCH_SKIP_PROMETHEUS asks to skip.
 pub fn have_binary(path: &str) -> bool {
