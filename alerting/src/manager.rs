@@ -167,86 +167,111 @@ fn rule_state(r: &Rule) -> AlertState {
 async fn rules_api(State(m): State<Arc<RuleManager>>, RawQuery(q): RawQuery) -> Response {
     let params: Vec<(String, String)> = serde_urlencoded::from_str(&q.unwrap_or_default()).unwrap_or_default();
     let want = params.iter().find(|(k, _)| k == "type").map(|(_, v)| v.clone());
-    if let Some(w) = &want {
-        if w != "alert" && w != "record" {
-            let body = serde_json::json!({"status": "error", "errorType": "bad_data", "error": format!("invalid parameter \"type\": {w:?} is not alert or record")});
-            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string())
-                .into_response();
+    match m.rules_json(want.as_deref()) {
+        Ok(v) => ok_json(v),
+        Err(e) => {
+            let body = serde_json::json!({"status": "error", "errorType": "bad_data", "error": e});
+            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
     }
-    let mut groups = Vec::new();
-    for g in m.groups() {
-        let rules = g.rules.lock();
-        let st = g.status.lock().clone();
-        let mut out = Vec::new();
-        for r in rules.iter() {
-            let common = |v: &mut serde_json::Value| {
-                v["health"] = r.health.health.into();
-                v["lastError"] = r.health.last_error.clone().into();
-                v["evaluationTime"] = r.health.eval_seconds.into();
-                v["lastEvaluation"] = ts_or_zero(r.health.last_eval_ms).into();
-            };
-            match &r.spec.kind {
-                RuleKind::Alert { for_, keep_firing_for, annotations } => {
-                    if want.as_deref() == Some("record") {
-                        continue;
-                    }
-                    let mut alerts: Vec<&crate::rule::Alert> =
-                        r.active.values().filter(|a| a.state != AlertState::Inactive).collect();
-                    alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
-                    let mut v = serde_json::json!({
-                        "state": rule_state(r).as_str(),
-                        "name": r.spec.name,
-                        "query": r.spec.expr,
-                        "duration": secs(*for_),
-                        "keepFiringFor": secs(*keep_firing_for),
-                        "labels": r.spec.labels,
-                        "annotations": annotations,
-                        "alerts": alerts.into_iter().map(alert_json).collect::<Vec<_>>(),
-                        "type": "alerting",
-                    });
-                    common(&mut v);
-                    out.push(v);
-                }
-                RuleKind::Record => {
-                    if want.as_deref() == Some("alert") {
-                        continue;
-                    }
-                    let mut v = serde_json::json!({
-                        "name": r.spec.name,
-                        "query": r.spec.expr,
-                        "labels": r.spec.labels,
-                        "type": "recording",
-                    });
-                    common(&mut v);
-                    out.push(v);
-                }
-            }
-        }
-        groups.push(serde_json::json!({
-            "name": g.spec.name,
-            "file": g.spec.file.display().to_string(),
-            "rules": out,
-            "interval": secs(g.interval),
-            "limit": g.spec.limit,
-            "evaluationTime": st.eval_seconds,
-            "lastEvaluation": ts_or_zero(st.last_eval_ms),
-        }));
-    }
-    ok_json(serde_json::json!({"groups": groups}))
 }
 
 async fn alerts_api(State(m): State<Arc<RuleManager>>) -> Response {
-    let mut alerts = Vec::new();
-    for g in m.groups() {
-        for r in g.rules.lock().iter() {
-            let mut active: Vec<&crate::rule::Alert> =
-                r.active.values().filter(|a| a.state != AlertState::Inactive).collect();
-            active.sort_by(|a, b| a.labels.cmp(&b.labels));
-            alerts.extend(active.into_iter().map(alert_json));
+    ok_json(serde_json::json!({"alerts": m.alerts_json()}))
+}
+
+impl RuleManager {
+    /// The rule groups as `/api/v1/rules` reports them (`data`), optionally only alerting
+    /// (`"alert"`) or recording (`"record"`) rules.
+    pub fn rules_json(&self, want: Option<&str>) -> Result<serde_json::Value, String> {
+        if let Some(w) = want {
+            if w != "alert" && w != "record" {
+                return Err(format!("invalid parameter \"type\": {w:?} is not alert or record"));
+            }
         }
+        let mut groups = Vec::new();
+        for g in self.groups() {
+            let rules = g.rules.lock();
+            let st = g.status.lock().clone();
+            let mut out = Vec::new();
+            for r in rules.iter() {
+                let common = |v: &mut serde_json::Value| {
+                    v["health"] = r.health.health.into();
+                    v["lastError"] = r.health.last_error.clone().into();
+                    v["evaluationTime"] = r.health.eval_seconds.into();
+                    v["lastEvaluation"] = ts_or_zero(r.health.last_eval_ms).into();
+                };
+                match &r.spec.kind {
+                    RuleKind::Alert { for_, keep_firing_for, annotations } => {
+                        if want == Some("record") {
+                            continue;
+                        }
+                        let mut alerts: Vec<&crate::rule::Alert> =
+                            r.active.values().filter(|a| a.state != AlertState::Inactive).collect();
+                        alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+                        let mut v = serde_json::json!({
+                            "state": rule_state(r).as_str(),
+                            "name": r.spec.name,
+                            "query": r.spec.expr,
+                            "duration": secs(*for_),
+                            "keepFiringFor": secs(*keep_firing_for),
+                            "labels": r.spec.labels,
+                            "annotations": annotations,
+                            "alerts": alerts.into_iter().map(alert_json).collect::<Vec<_>>(),
+                            "type": "alerting",
+                        });
+                        common(&mut v);
+                        out.push(v);
+                    }
+                    RuleKind::Record => {
+                        if want == Some("alert") {
+                            continue;
+                        }
+                        let mut v = serde_json::json!({
+                            "name": r.spec.name,
+                            "query": r.spec.expr,
+                            "labels": r.spec.labels,
+                            "type": "recording",
+                        });
+                        common(&mut v);
+                        out.push(v);
+                    }
+                }
+            }
+            groups.push(serde_json::json!({
+                "name": g.spec.name,
+                "file": g.spec.file.display().to_string(),
+                "rules": out,
+                "interval": secs(g.interval),
+                "limit": g.spec.limit,
+                "evaluationTime": st.eval_seconds,
+                "lastEvaluation": ts_or_zero(st.last_eval_ms),
+            }));
+        }
+        Ok(serde_json::json!({"groups": groups}))
     }
-    ok_json(serde_json::json!({"alerts": alerts}))
+
+    /// Pending and firing alerts as `/api/v1/alerts` lists them.
+    pub fn alerts_json(&self) -> Vec<serde_json::Value> {
+        let mut alerts = Vec::new();
+        for g in self.groups() {
+            for r in g.rules.lock().iter() {
+                let mut active: Vec<&crate::rule::Alert> =
+                    r.active.values().filter(|a| a.state != AlertState::Inactive).collect();
+                active.sort_by(|a, b| a.labels.cmp(&b.labels));
+                alerts.extend(active.into_iter().map(alert_json));
+            }
+        }
+        alerts
+    }
+
+    /// The rule files in use (globs expanded), for the MCP resources.
+    pub fn rule_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.groups().iter().map(|g| g.spec.file.clone()).collect();
+        files.sort();
+        files.dedup();
+        files
+    }
 }
 
 async fn reload_api(State(m): State<Arc<RuleManager>>) -> Response {

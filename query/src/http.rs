@@ -173,8 +173,8 @@ impl Drop for CancelOnDrop {
 }
 
 /// Runs a query on the blocking pool, within the concurrency limit, canceled if the caller
-/// goes away.
-async fn run_query<T: Send + 'static>(
+/// goes away (its future dropped). The MCP tools run their queries through this too.
+pub async fn run_query<T: Send + 'static>(
     st: &Arc<QueryState>,
     timeout: Option<Duration>,
     f: impl FnOnce(&Engine, &QueryControl) -> Result<T, QueryError> + Send + 'static,
@@ -196,7 +196,7 @@ async fn run_query<T: Send + 'static>(
 
 /// Counts a query's outcome and time. A query whose client went away is counted as canceled
 /// when its future is dropped, since nobody awaits the result.
-async fn observed(
+pub async fn observed(
     st: &Arc<QueryState>,
     kind: &'static str,
     fut: impl std::future::Future<Output = Result<(QueryValue, QueryStats), QueryError>>,
@@ -391,8 +391,13 @@ fn result_json(v: &QueryValue, stats: Option<&QueryStats>) -> String {
 
 /// `match[]` selectors as storage matcher sets (a selector with `or` gives several).
 fn match_params(p: &Params) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    selector_sets(&p.all("match[]"))
+}
+
+/// Series selectors (`up`, `{job="x"}`) as storage matcher sets, as `match[]` takes them.
+pub fn selector_sets(selectors: &[&str]) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let mut sets = Vec::new();
-    for m in p.all("match[]") {
+    for m in selectors {
         match crate::engine::parse(m)? {
             Expr::VectorSelector(vs) => sets.extend(selector_matchers(&vs)?),
             _ => return Err(bad(format!("invalid parameter \"match[]\": {m:?} is not a series selector"))),
@@ -600,7 +605,7 @@ async fn tsdb_status(State(st): St, RawQuery(raw): RawQuery) -> Response {
 
 /// Cardinality statistics over the whole store: top metrics, label names and label pairs by
 /// series count.
-fn tsdb_stats(db: &Db, limit: usize, ctl: &QueryControl) -> Result<(String, Vec<String>), QueryError> {
+pub fn tsdb_stats(db: &Db, limit: usize, ctl: &QueryControl) -> Result<(String, Vec<String>), QueryError> {
     let q = db.querier(MIN_TIME, MAX_TIME);
     let all = q.series_labels(&[Matcher::new(toolwatch_storage::MatchOp::Regex, "__name__", ".+")?]);
     let mut by_metric: rustc_hash::FxHashMap<&str, u64> = Default::default();
