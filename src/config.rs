@@ -25,6 +25,13 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// The URL toolwatch is reached at, for alert generator links and `$externalURL`.
     pub external_url: String,
+    /// The MCP server at `/mcp` and `toolwatch mcp`.
+    pub mcp: McpConfig,
+    /// Bearer tokens guarding the HTTP endpoints; none configured means no authentication.
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    /// toolwatch appends its own metrics into its own store.
+    pub self_monitoring: SelfMonitoringConfig,
     /// Directory of the config file; relative `rule_files` are resolved against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -43,6 +50,10 @@ impl Default for Config {
             rule_files: Vec::new(),
             alerting: AlertingConfig::default(),
             external_url: String::new(),
+            mcp: McpConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+            self_monitoring: SelfMonitoringConfig::default(),
             config_dir: PathBuf::from("."),
         }
     }
@@ -235,6 +246,129 @@ impl Default for QueryConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    /// Longest one tool call may run (queries get it as their timeout).
+    #[serde(deserialize_with = "de_duration")]
+    pub tool_timeout: Duration,
+    /// What one tool result may hold before it is cut and summarized.
+    pub budget: BudgetConfig,
+    /// `Host` header values `/mcp` accepts (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// Browser `Origin`s `/mcp` accepts (scheme://host:port, `:*` for any port); others get 403.
+    pub allowed_origins: Vec<String>,
+    pub max_request_body_bytes: usize,
+    /// Metric conventions `tool_health` reads.
+    pub tool_health: Vec<toolwatch_mcp::HealthSource>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        let d = toolwatch_mcp::McpOptions::default();
+        McpConfig {
+            tool_timeout: d.tool_timeout,
+            budget: BudgetConfig {
+                max_series: d.budget.max_series,
+                max_points: d.budget.max_points,
+                max_bytes: d.budget.max_bytes,
+            },
+            allowed_hosts: d.allowed_hosts,
+            allowed_origins: d.allowed_origins,
+            max_request_body_bytes: d.max_request_body_bytes,
+            tool_health: d.health_sources,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub max_series: usize,
+    pub max_points: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+    /// Paths served without a token (liveness and readiness probes carry none).
+    pub unauthenticated_paths: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { tokens: Vec::new(), unauthenticated_paths: vec!["/-/healthy".into(), "/-/ready".into()] }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; shown in logs instead of the token.
+    pub name: String,
+    /// The secret, or use `token_file`.
+    #[serde(default)]
+    pub token: String,
+    /// A file holding the secret (trailing whitespace trimmed).
+    #[serde(default)]
+    pub token_file: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub rate_limit: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second each client (by token, else by address) may make; 0 turns it off.
+    pub requests_per_second: f64,
+    /// Requests a client may make at once before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { requests_per_second: 0.0, burst: 100 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfMonitoringConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// The `job` label of the stored series (`instance` is the listen address).
+    pub job: String,
+}
+
+impl Default for SelfMonitoringConfig {
+    fn default() -> Self {
+        SelfMonitoringConfig { enabled: true, interval: Duration::from_secs(15), job: "toolwatch".into() }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
@@ -259,6 +393,20 @@ impl Config {
         }
         if self.query.lookback_delta.is_zero() || self.query.timeout.is_zero() {
             bail!("query.lookback_delta and query.timeout must be positive");
+        }
+        for t in &self.auth.tokens {
+            if t.token.is_empty() == t.token_file.is_empty() {
+                bail!("auth.tokens[{:?}]: set exactly one of token and token_file", t.name);
+            }
+            if t.scopes.is_empty() {
+                bail!("auth.tokens[{:?}]: scopes must list at least one of read, write, admin", t.name);
+            }
+        }
+        if self.mcp.tool_timeout.is_zero() || self.self_monitoring.interval.is_zero() {
+            bail!("mcp.tool_timeout and self_monitoring.interval must be positive");
+        }
+        if self.http.rate_limit.requests_per_second < 0.0 {
+            bail!("http.rate_limit.requests_per_second must not be negative");
         }
         if self.storage.wal_segment_bytes < 1 << 20 {
             bail!("storage.wal_segment_bytes must be at least 1MiB");
@@ -311,6 +459,44 @@ impl Config {
                 max_label_value_bytes: i.max_label_value_bytes,
             },
         }
+    }
+}
+
+impl Config {
+    pub fn mcp_options(&self) -> toolwatch_mcp::McpOptions {
+        let m = &self.mcp;
+        toolwatch_mcp::McpOptions {
+            budget: toolwatch_mcp::Budget {
+                max_series: m.budget.max_series,
+                max_points: m.budget.max_points,
+                max_bytes: m.budget.max_bytes,
+            },
+            tool_timeout: m.tool_timeout,
+            health_sources: m.tool_health.clone(),
+            allowed_hosts: m.allowed_hosts.clone(),
+            allowed_origins: m.allowed_origins.clone(),
+            max_request_body_bytes: m.max_request_body_bytes,
+        }
+    }
+
+    /// The configured tokens with their secrets read (from `token_file` where given).
+    pub fn tokens(&self) -> Result<Vec<crate::auth::Token>> {
+        self.auth
+            .tokens
+            .iter()
+            .map(|t| {
+                let secret = if t.token_file.is_empty() {
+                    t.token.clone()
+                } else {
+                    let p = self.config_dir.join(&t.token_file);
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("auth.tokens[{:?}]: reading token_file {}", t.name, p.display()))?
+                        .trim_end()
+                        .to_string()
+                };
+                Ok(crate::auth::Token { name: t.name.clone(), secret, scopes: t.scopes.clone() })
+            })
+            .collect()
     }
 }
 

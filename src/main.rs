@@ -1,6 +1,9 @@
 //! toolwatch: a time-series store and alerting engine for MCP telemetry, in one binary.
 
+mod auth;
 mod config;
+mod mcp_stdio;
+mod selfscrape;
 mod server;
 mod telemetry;
 
@@ -30,6 +33,25 @@ enum Cmd {
     /// Work with Prometheus rule files.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// Serve MCP on stdin/stdout (what an agent launches): relayed to a running toolwatch, or
+    /// with --data-dir straight from a store this process opens.
+    Mcp(McpArgs),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct McpArgs {
+    /// The running toolwatch to relay to (its /mcp). Ignored with --data-dir.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9201")]
+    pub url: String,
+    /// Bearer token for --url (or set TOOLWATCH_TOKEN).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Open this data directory instead of relaying (no toolwatch server may be using it).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file for --data-dir mode (query limits, mcp section, rule files are not run).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +89,13 @@ fn main() {
         Some(Cmd::Serve(a)) => a,
         Some(Cmd::Rules(RulesCmd::Check { files })) => std::process::exit(check_rules(&files)),
         Some(Cmd::Rules(RulesCmd::Test { files })) => std::process::exit(test_rules(&files)),
+        Some(Cmd::Mcp(a)) => {
+            if let Err(e) = mcp_stdio::run(a) {
+                eprintln!("toolwatch mcp: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
         None => cli.serve,
     };
     if let Err(e) = run(args) {

@@ -1,6 +1,7 @@
 //! Composes the HTTP app from the crates' routers, adds the binary's own endpoints (health,
 //! readiness, metrics, admin) and request telemetry, and runs it until a signal arrives.
 
+use crate::auth::{Guard, RateLimiter};
 use crate::config::Config;
 use crate::telemetry::{HttpLabels, Telemetry};
 use anyhow::{Context, Result};
@@ -43,6 +44,8 @@ pub fn router(
     ingest: Arc<IngestState>,
     query: Arc<QueryState>,
     rules: Arc<RuleManager>,
+    mcp: Router,
+    guard: Arc<Guard>,
 ) -> Router {
     let st = AppState { db: db.clone(), telemetry: telemetry.clone() };
     let own = Router::new()
@@ -54,6 +57,8 @@ pub fn router(
     own.merge(toolwatch_ingest::router(ingest))
         .merge(toolwatch_query::http::router(query))
         .merge(toolwatch_alerting::router(rules))
+        .merge(mcp)
+        .layer(middleware::from_fn_with_state(guard, crate::auth::guard))
         .layer(middleware::from_fn_with_state(st, count_requests))
 }
 
@@ -154,7 +159,36 @@ pub async fn run(cfg: Config) -> Result<()> {
             let _ = rules2.reload();
         }
     });
-    let app = router(cell.clone(), Arc::new(telemetry), ingest, query, rules);
+    let mcp_backend = Arc::new(toolwatch_mcp::Backend {
+        query: query.clone(),
+        rules: Some(rules.clone()),
+        metrics: toolwatch_mcp::McpMetrics::register(&mut telemetry.registry),
+        opts: cfg.mcp_options(),
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    let mcp_shutdown = tokio_util::sync::CancellationToken::new();
+    let mcp = toolwatch_mcp::router(mcp_backend, mcp_shutdown.clone());
+    let rl = &cfg.http.rate_limit;
+    let guard = Arc::new(Guard {
+        tokens: cfg.tokens()?,
+        open_paths: cfg.auth.unauthenticated_paths.clone(),
+        rate: (rl.requests_per_second > 0.0).then(|| RateLimiter::new(rl.requests_per_second, rl.burst)),
+    });
+    if !guard.tokens.is_empty() {
+        tracing::info!(tokens = guard.tokens.len(), "bearer-token authentication on");
+    }
+    let telemetry = Arc::new(telemetry);
+    let app = router(cell.clone(), telemetry.clone(), ingest, query, rules, mcp, guard);
+    if cfg.self_monitoring.enabled {
+        let t = telemetry.clone();
+        tokio::spawn(crate::selfscrape::run(
+            move || t.encode(),
+            cell.clone(),
+            cfg.self_monitoring.job.clone(),
+            cfg.listen.clone(),
+            cfg.self_monitoring.interval,
+        ));
+    }
 
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     let (dir, opts, persist_every, cell2) =
@@ -177,8 +211,13 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
             Some(e) = fatal_rx.recv() => *fatal2.lock().expect("fatal slot") = Some(e),
         }
+        // Open MCP streams (GET/SSE) would otherwise hold the graceful shutdown forever.
+        mcp_shutdown.cancel();
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
     if let Some(e) = fatal.lock().expect("fatal slot").take() {
         return Err(e);
     }

@@ -80,7 +80,18 @@ pub fn router(b: Arc<Backend>, shutdown: tokio_util::sync::CancellationToken) ->
         .with_cancellation_token(shutdown);
     let service: StreamableHttpService<ToolwatchMcp, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(ToolwatchMcp::new(b.clone(), "tcp")), Default::default(), cfg);
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(deleted_is_no_content))
+}
+
+/// rmcp answers a session DELETE with 202; clients (PyPI `mcp` among them) expect 200 or 204
+/// and warn otherwise. Nothing follows a termination, so 204 is the honest answer.
+async fn deleted_is_no_content(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let is_delete = req.method() == axum::http::Method::DELETE;
+    let mut resp = next.run(req).await;
+    if is_delete && resp.status() == axum::http::StatusCode::ACCEPTED {
+        *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    }
+    resp
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin.

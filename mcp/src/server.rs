@@ -24,9 +24,7 @@ pub struct ToolwatchMcp {
     tool_router: ToolRouter<Self>,
 }
 
-type Out<T> = Result<Json<T>, CallToolResult>;
-
-fn out<T>(r: ToolResult<T>) -> Out<T> {
+fn out<T>(r: ToolResult<T>) -> Result<Json<T>, CallToolResult> {
     r.map(Json).map_err(|e| CallToolResult::error(vec![ContentBlock::text(e.0)]))
 }
 
@@ -47,7 +45,7 @@ large answers are cut to a budget with per-series summaries and a hint. \
 Example: {\"query\": \"sum by (tool) (rate(mcp_tool_calls_total[5m]))\"}",
         annotations(title = "PromQL instant query", read_only_hint = true, open_world_hint = false)
     )]
-    async fn query(&self, Parameters(a): Parameters<QueryArgs>, ct: CancellationToken) -> Out<crate::budget::QueryOutput> {
+    async fn query(&self, Parameters(a): Parameters<QueryArgs>, ct: CancellationToken) -> Result<Json<crate::budget::QueryOutput>, CallToolResult> {
         out(self.b.query(a, &ct).await)
     }
 
@@ -61,7 +59,7 @@ Example: {\"query\": \"histogram_quantile(0.95, sum by (le, tool) (rate(mcp_tool
         &self,
         Parameters(a): Parameters<QueryRangeArgs>,
         ct: CancellationToken,
-    ) -> Out<crate::budget::QueryOutput> {
+    ) -> Result<Json<crate::budget::QueryOutput>, CallToolResult> {
         out(self.b.query_range(a, &ct).await)
     }
 
@@ -70,7 +68,7 @@ Example: {\"query\": \"histogram_quantile(0.95, sum by (le, tool) (rate(mcp_tool
 series count; filter by substring or regex, paginate with cursor. Example: {\"filter\": \"mcp_tool\"}",
         annotations(title = "List metrics", read_only_hint = true, open_world_hint = false)
     )]
-    async fn list_metrics(&self, Parameters(a): Parameters<ListMetricsArgs>, ct: CancellationToken) -> Out<ListMetricsOutput> {
+    async fn list_metrics(&self, Parameters(a): Parameters<ListMetricsArgs>, ct: CancellationToken) -> Result<Json<ListMetricsOutput>, CallToolResult> {
         out(self.b.list_metrics(a, &ct).await)
     }
 
@@ -79,7 +77,7 @@ series count; filter by substring or regex, paginate with cursor. Example: {\"fi
 Example: {\"match\": [\"mcp_tool_calls_total\"]}",
         annotations(title = "Label names", read_only_hint = true, open_world_hint = false)
     )]
-    async fn label_names(&self, Parameters(a): Parameters<LabelsArgs>, ct: CancellationToken) -> Out<StringsOutput> {
+    async fn label_names(&self, Parameters(a): Parameters<LabelsArgs>, ct: CancellationToken) -> Result<Json<StringsOutput>, CallToolResult> {
         out(self.b.label_names(a, &ct).await)
     }
 
@@ -88,7 +86,7 @@ Example: {\"match\": [\"mcp_tool_calls_total\"]}",
 time range. Example: {\"label\": \"tool\", \"match\": [\"mcp_tool_calls_total\"]}",
         annotations(title = "Label values", read_only_hint = true, open_world_hint = false)
     )]
-    async fn label_values(&self, Parameters(a): Parameters<LabelValuesArgs>, ct: CancellationToken) -> Out<StringsOutput> {
+    async fn label_values(&self, Parameters(a): Parameters<LabelValuesArgs>, ct: CancellationToken) -> Result<Json<StringsOutput>, CallToolResult> {
         out(self.b.label_values(a, &ct).await)
     }
 
@@ -97,7 +95,7 @@ time range. Example: {\"label\": \"tool\", \"match\": [\"mcp_tool_calls_total\"]
 Example: {\"match\": [\"mcp_tool_calls_total{status=\\\"error\\\"}\"], \"limit\": 20}",
         annotations(title = "Find series", read_only_hint = true, open_world_hint = false)
     )]
-    async fn series(&self, Parameters(a): Parameters<SeriesArgs>, ct: CancellationToken) -> Out<SeriesOutput> {
+    async fn series(&self, Parameters(a): Parameters<SeriesArgs>, ct: CancellationToken) -> Result<Json<SeriesOutput>, CallToolResult> {
         out(self.b.series(a, &ct).await)
     }
 
@@ -108,7 +106,7 @@ mcp_tool_latency_seconds and OpenTelemetry's mcp_server_operation_duration_secon
 Example: {\"window\": \"1h\"} or {\"tool\": \"search\", \"window\": \"15m\"}",
         annotations(title = "Tool health", read_only_hint = true, open_world_hint = false)
     )]
-    async fn tool_health(&self, Parameters(a): Parameters<ToolHealthArgs>, ct: CancellationToken) -> Out<ToolHealthOutput> {
+    async fn tool_health(&self, Parameters(a): Parameters<ToolHealthArgs>, ct: CancellationToken) -> Result<Json<ToolHealthOutput>, CallToolResult> {
         out(self.b.tool_health(a, &ct).await)
     }
 
@@ -117,7 +115,7 @@ Example: {\"window\": \"1h\"} or {\"tool\": \"search\", \"window\": \"15m\"}",
 Example: {\"state\": \"firing\"}",
         annotations(title = "Active alerts", read_only_hint = true, open_world_hint = false)
     )]
-    async fn alerts(&self, Parameters(a): Parameters<AlertsArgs>) -> Out<AlertsOutput> {
+    async fn alerts(&self, Parameters(a): Parameters<AlertsArgs>) -> Result<Json<AlertsOutput>, CallToolResult> {
         out(self.b.alerts(a))
     }
 
@@ -126,7 +124,7 @@ Example: {\"state\": \"firing\"}",
 Example: {\"type\": \"alert\"}",
         annotations(title = "Rules", read_only_hint = true, open_world_hint = false)
     )]
-    async fn rules(&self, Parameters(a): Parameters<RulesArgs>) -> Out<RulesOutput> {
+    async fn rules(&self, Parameters(a): Parameters<RulesArgs>) -> Result<Json<RulesOutput>, CallToolResult> {
         out(self.b.rules(a))
     }
 
@@ -136,7 +134,7 @@ protocol_error, timeout), success, duration, tool count, schema changes, server 
 Example: {\"target\": \"search\"}",
         annotations(title = "Probe status", read_only_hint = true, open_world_hint = false)
     )]
-    async fn probe_status(&self, Parameters(a): Parameters<ProbeStatusArgs>, ct: CancellationToken) -> Out<ProbeStatusOutput> {
+    async fn probe_status(&self, Parameters(a): Parameters<ProbeStatusArgs>, ct: CancellationToken) -> Result<Json<ProbeStatusOutput>, CallToolResult> {
         out(self.b.probe_status(a, &ct).await)
     }
 
@@ -145,7 +143,7 @@ Example: {\"target\": \"search\"}",
 Example: {\"limit\": 5}",
         annotations(title = "TSDB status", read_only_hint = true, open_world_hint = false)
     )]
-    async fn tsdb_status(&self, Parameters(a): Parameters<TsdbStatusArgs>, ct: CancellationToken) -> Out<TsdbStatusOutput> {
+    async fn tsdb_status(&self, Parameters(a): Parameters<TsdbStatusArgs>, ct: CancellationToken) -> Result<Json<TsdbStatusOutput>, CallToolResult> {
         out(self.b.tsdb_status(a, &ct).await)
     }
 }
@@ -337,6 +335,25 @@ impl ToolwatchMcp {
     }
 }
 
+/// rmcp reports arguments that do not fit a tool's input schema as a tool error; toolwatch
+/// answers them as the JSON-RPC error -32602 (invalid params), as it does for unknown tools, so
+/// a client sees at once that the request, not the data, was wrong.
+fn malformed_arguments_as_protocol_error(
+    tool: &str,
+    r: Result<CallToolResponse, McpError>,
+) -> Result<CallToolResponse, McpError> {
+    if let Ok(CallToolResponse::Complete(c)) = &r {
+        let text = c.content.first().and_then(|b| b.as_text()).map(|t| t.text.as_str()).unwrap_or("");
+        if c.is_error == Some(true) && text.starts_with("failed to deserialize parameters:") {
+            return Err(McpError::invalid_params(
+                format!("invalid arguments for tool {tool:?}: {text}; see the tool's inputSchema (tools/list)"),
+                None,
+            ));
+        }
+    }
+    r
+}
+
 fn tool_outcome(r: &CallToolResponse) -> Option<&'static str> {
     match r {
         CallToolResponse::Complete(r) if r.is_error == Some(true) => Some("tool_error"),
@@ -440,14 +457,15 @@ impl ServerHandler for ToolwatchMcp {
             v,
             async {
                 let tcc = ToolCallContext::new(self, request, context);
-                tokio::select! {
+                let r = tokio::select! {
                     r = tokio::time::timeout(timeout, self.tool_router.call(tcc)) => r.unwrap_or_else(|_| {
                         Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                             "tool {name:?} ran past mcp.tool_timeout ({:?}); narrow the request", self.b.opts.tool_timeout
                         ))]).into())
                     }),
                     _ = ct.cancelled() => Err(McpError::internal_error("request canceled", None)),
-                }
+                };
+                malformed_arguments_as_protocol_error(&name, r)
             },
             tool_outcome,
         )
