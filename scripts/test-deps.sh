@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine (idempotent):
 #   prometheus (2.42, Debian) — the real remote-write client in tests/prometheus_e2e.rs, the
 #     reference in tests/promql_differential.rs, and promtool;
-#   prometheus-alertmanager (0.25, Debian) — the real notification target in tests/alerting_e2e.rs.
+#   prometheus-alertmanager (0.25, Debian) — the real notification target in tests/alerting_e2e.rs;
+#   the Python MCP client (PyPI mcp 2.3.0) — a real MCP client in tests/mcp_clients.rs.
 # Services are never left running: a temporary policy-rc.d stops apt from starting them.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
@@ -30,4 +31,6 @@ if ((${#need[@]})); then
   pkill -u prometheus -f prometheus-node-exporter 2>/dev/null || true
   pkill -u prometheus -f prometheus-alertmanager 2>/dev/null || true
 fi
+python3 -c 'import mcp' 2>/dev/null && [[ $(python3 -c 'import importlib.metadata as m; print(m.version("mcp"))') == 2.3.0 ]] \
+  || python3 -m pip install --quiet --disable-pip-version-check "mcp==2.3.0"
 echo "test deps: $(/usr/bin/prometheus --version 2>&1 | head -1); $(/usr/bin/prometheus-alertmanager --version 2>&1 | head -1)"

@@ -1,0 +1,78 @@
+//! The Python `mcp` client (PyPI mcp 2.3) against toolwatch: Streamable HTTP in `legacy` and
+//! `auto` modes, and stdio through `toolwatch mcp` both relaying to a running server and
+//! opening a store itself.
+
+mod common;
+
+use common::{remote_write, Server};
+use std::process::Command;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// 20 minutes of counters: search 3 ok + 1 error per second, fetch 1 ok per second.
+pub fn tool_calls(addr: &str) {
+    let now = now_ms();
+    let pts = |per_s: f64| -> Vec<(i64, f64)> {
+        (0..=80).map(|i| (now - 20 * 60_000 + i * 15_000, per_s * (i * 15) as f64)).collect()
+    };
+    let s = |tool: &'static str, status: &'static str| {
+        vec![("__name__", "mcp_tool_calls_total"), ("job", "demo"), ("status", status), ("tool", tool)]
+    };
+    let series = vec![
+        (s("search", "ok"), pts(3.0)),
+        (s("search", "error"), pts(1.0)),
+        (s("fetch", "ok"), pts(1.0)),
+        (s("fetch", "error"), pts(0.0)),
+    ];
+    assert_eq!(remote_write(addr, &series).unwrap().0, 204);
+}
+
+fn python_mcp_available() -> bool {
+    let ok = Command::new("python3").args(["-c", "import mcp"]).status().is_ok_and(|s| s.success());
+    if !ok && std::env::var("TOOLWATCH_SKIP_PYTHON").is_err() {
+        panic!("the Python mcp client is missing: pip install mcp==2.3.0 (scripts/test-deps.sh does), or set TOOLWATCH_SKIP_PYTHON=1");
+    }
+    ok
+}
+
+fn run_client(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mcp_client.py");
+    let out = Command::new("python3").arg(script).args(args).output().expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python client {args:?} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("OK "), "{stdout}");
+    assert!(!stderr.contains("Session termination failed"), "{stderr}");
+}
+
+#[test]
+fn python_client_over_http_and_stdio() {
+    if !python_mcp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut tw = Server::start(&dir.path().join("tw"), &[]);
+    tool_calls(&tw.addr);
+    let url = format!("http://{}/mcp", tw.addr);
+    run_client(&["legacy", &url]);
+    run_client(&["auto", &url]);
+    let bin = env!("CARGO_BIN_EXE_toolwatch");
+    let base = format!("http://{}", tw.addr);
+    run_client(&["legacy", "--", bin, "mcp", "--url", &base]);
+    run_client(&["auto", "--", bin, "mcp", "--url", &base]);
+
+    // The relayed calls were served (and measured) by the server: per run one good query and
+    // two that fail (bad PromQL, unknown metric).
+    let count = |status: &str| tw.metric_with("toolwatch_mcp_tool_calls_total", &format!("tool=\"query\",status=\"{status}\""));
+    assert_eq!(count("ok"), Some(4.0));
+    assert_eq!(count("tool_error"), Some(8.0));
+
+    // With the server stopped, `toolwatch mcp --data-dir` opens the same store itself.
+    tw.signal(libc::SIGTERM);
+    assert_eq!(tw.wait_exit(std::time::Duration::from_secs(20)), Some(0));
+    let data = dir.path().join("tw");
+    run_client(&["legacy", "--", bin, "mcp", "--data-dir", data.to_str().unwrap()]);
+    run_client(&["auto", "--", bin, "mcp", "--data-dir", data.to_str().unwrap()]);
+}
