@@ -65,6 +65,7 @@ pub fn run(a: McpArgs) -> Result<()> {
                     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
                     out
                 },
+                |_: &str, _: &str, _: &str| {},
                 cell.clone(),
                 cfg.self_monitoring.job.clone(),
                 "stdio".to_string(),

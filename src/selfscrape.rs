@@ -90,6 +90,35 @@ fn finish(name: String, labels: Vec<(String, String)>, rest: &str) -> Option<Sam
     Some(Sample { name, labels, value })
 }
 
+/// `# TYPE` and `# HELP` lines as (metric, type, help), so toolwatch's own metrics are described
+/// in `/api/v1/metadata` and `list_metrics` like remote-written ones.
+pub fn parse_metadata(text: &str) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for line in text.lines() {
+        let (kind, rest) = match line.strip_prefix("# TYPE ") {
+            Some(r) => ("type", r),
+            None => match line.strip_prefix("# HELP ") {
+                Some(r) => ("help", r),
+                None => continue,
+            },
+        };
+        let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        let i = match out.iter().position(|m| m.0 == name) {
+            Some(i) => i,
+            None => {
+                out.push((name.to_string(), String::new(), String::new()));
+                out.len() - 1
+            }
+        };
+        if kind == "type" {
+            out[i].1 = value.to_string();
+        } else {
+            out[i].2 = value.replace("\\n", "\n").replace("\\\\", "\\");
+        }
+    }
+    out
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -129,8 +158,16 @@ pub fn append_scrape(db: &Db, samples: &[Sample], job: &str, instance: &str, t: 
     }
 }
 
-/// Scrapes `encode()` every `interval` into the store until the task is dropped.
-pub async fn run(encode: impl Fn() -> String + Send + 'static, db: Arc<OnceLock<Db>>, job: String, instance: String, interval: Duration) {
+/// Scrapes `encode()` every `interval` into the store until the task is dropped; each metric's
+/// type and help go to `describe`.
+pub async fn run(
+    encode: impl Fn() -> String + Send + 'static,
+    describe: impl Fn(&str, &str, &str) + Send + 'static,
+    db: Arc<OnceLock<Db>>,
+    job: String,
+    instance: String,
+    interval: Duration,
+) {
     let mut seen = HashSet::new();
     let mut last = now_ms();
     let mut tick = tokio::time::interval(interval);
@@ -138,7 +175,11 @@ pub async fn run(encode: impl Fn() -> String + Send + 'static, db: Arc<OnceLock<
     loop {
         tick.tick().await;
         let Some(db) = db.get().cloned() else { continue };
-        let samples = parse_exposition(&encode());
+        let text = encode();
+        for (name, typ, help) in parse_metadata(&text) {
+            describe(&name, &typ, &help);
+        }
+        let samples = parse_exposition(&text);
         let t = now_ms();
         let (job, instance) = (job.clone(), instance.clone());
         let zero_at = last + 1;
@@ -166,6 +207,12 @@ mod tests {
         assert_eq!(s[2].labels, vec![("le".to_string(), "+Inf".to_string())]);
         assert_eq!(s[2].value, 2.0);
         assert!(s[3].value.is_nan());
+    }
+
+    #[test]
+    fn metadata_lines() {
+        let m = parse_metadata("# HELP x_total Calls made\n# TYPE x_total counter\nx_total 1\n# TYPE up gauge\n");
+        assert_eq!(m, vec![("x_total".into(), "counter".into(), "Calls made".into()), ("up".into(), "gauge".into(), String::new())]);
     }
 
     #[test]

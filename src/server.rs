@@ -124,7 +124,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         cell.clone(),
         cfg.engine_options(),
         cfg.query.max_concurrency,
-        Arc::new(Metadata(metadata)),
+        Arc::new(Metadata(metadata.clone())),
         runtime,
         env!("CARGO_PKG_VERSION"),
         QueryMetrics::new(&mut telemetry.registry),
@@ -183,6 +183,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         let t = telemetry.clone();
         tokio::spawn(crate::selfscrape::run(
             move || t.encode(),
+            move |name: &str, typ: &str, help: &str| metadata.set(name, typ, help, ""),
             cell.clone(),
             cfg.self_monitoring.job.clone(),
             cfg.listen.clone(),

@@ -39,8 +39,12 @@ fn sigkill_loses_no_acknowledged_sample() {
     let mut rng = Rng(0x9e3779b97f4a7c15 ^ std::process::id() as u64);
     let log = Arc::new(Mutex::new(Log::default()));
     let mut next_t: i64 = 1_000;
+    // The test writes timestamps from 1970; toolwatch's own metrics (stored at now) would make
+    // retention delete those blocks as 56 years old.
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(&cfg, "self_monitoring:\n  enabled: false\n").unwrap();
     for round in 0..rounds {
-        let mut server = Server::start(&data, &[]);
+        let mut server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
         let stop = Arc::new(AtomicBool::new(false));
         let (addr, log2, stop2) = (server.addr.clone(), log.clone(), stop.clone());
         let start_t = next_t;

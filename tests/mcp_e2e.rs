@@ -147,12 +147,18 @@ async fn rmcp_client_over_http_in_both_eras() {
 }
 
 /// toolwatch stores its own MCP telemetry (every second here) and `tool_health` reports its
-/// own tools from it.
+/// own tools from it; alert state and rule files are visible through tools, resources and the
+/// investigate_alert prompt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tool_health_reports_toolwatchs_own_calls() {
+async fn own_telemetry_and_alerts_through_mcp() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("toolwatch.yml");
-    std::fs::write(&cfg, "self_monitoring:\n  interval: 1s\n").unwrap();
+    std::fs::write(&cfg, "self_monitoring:\n  interval: 1s\nrule_files: [always.yml]\n").unwrap();
+    std::fs::write(
+        dir.path().join("always.yml"),
+        "groups:\n  - name: demo\n    interval: 1s\n    rules:\n      - alert: AlwaysOn\n        expr: vector(1)\n        labels: {severity: page}\n        annotations: {summary: always on}\n",
+    )
+    .unwrap();
     let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
     let c = connect(&tw.addr, ClientLifecycleMode::Initialize, None).await;
     for q in ["1", "up", "2", "rate(("] {
@@ -177,6 +183,25 @@ async fn tool_health_reports_toolwatchs_own_calls() {
     // The same series are in the store for any query.
     let q = ok(&call(&c, "query", json!({"query": "sum by (status) (toolwatch_mcp_tool_calls_total{job=\"toolwatch\", tool=\"query\"})"})).await);
     assert_eq!(q["result"].as_array().unwrap().len(), 2, "{q}");
+    // Its own metrics are described like remote-written ones.
+    let m = ok(&call(&c, "list_metrics", json!({"filter": "toolwatch_mcp_tool_calls_total"})).await);
+    assert_eq!(m["metrics"][0]["type"], "counter", "{m}");
+
+    let a = ok(&call(&c, "alerts", json!({"state": "firing"})).await);
+    let alert = &a["alerts"][0];
+    assert_eq!((alert["labels"]["alertname"].as_str(), alert["labels"]["severity"].as_str()), (Some("AlwaysOn"), Some("page")), "{a}");
+    assert_eq!(alert["annotations"]["summary"], "always on");
+    assert!(alert["activeAt"].as_str().is_some() && alert["value"].as_str().is_some(), "{a}");
+    let r = ok(&call(&c, "rules", json!({})).await);
+    assert_eq!(r["groups"][0]["rules"][0]["health"], "ok", "{r}");
+    let res = c.peer().list_all_resources().await.unwrap();
+    assert!(res.iter().any(|r| r.uri == "toolwatch://rules/always.yml"), "{res:?}");
+    let file = c.peer().read_resource(rmcp::model::ReadResourceRequestParams::new("toolwatch://rules/always.yml")).await.unwrap();
+    assert!(serde_json::to_string(&file.contents).unwrap().contains("AlwaysOn"));
+    let mut p = rmcp::model::GetPromptRequestParams::new("investigate_alert");
+    p.arguments = Some(json!({"alertname": "AlwaysOn"}).as_object().unwrap().clone());
+    let got = serde_json::to_string(&c.peer().get_prompt(p).await.unwrap().messages).unwrap();
+    assert!(got.contains("vector(1)") && got.contains("firing"), "{got}");
 }
 
 fn header_of(resp: &[u8], name: &str) -> Option<String> {
@@ -257,6 +282,7 @@ async fn tokens_origins_and_limits_guard_the_endpoints() {
     let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#, "x".repeat(5000));
     let (code, resp) = raw(&a, &mcp_head("Authorization: Bearer read-secret\r\n"), &big);
     assert_eq!(code, 413, "{resp}");
+    assert!(resp.contains("mcp.max_request_body_bytes (2000 bytes)"), "{resp}");
 }
 
 #[test]

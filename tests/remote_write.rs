@@ -196,7 +196,8 @@ fn full_ingest_queue_answers_429() {
 #[test]
 fn series_limit_and_label_limits_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = "storage:\n  max_series: 2\ningest:\n  max_label_value_bytes: 8\n  max_series_per_request: 3\n";
+    // Self-monitoring off: toolwatch's own series would count against max_series too.
+    let cfg = "storage:\n  max_series: 2\ningest:\n  max_label_value_bytes: 8\n  max_series_per_request: 3\nself_monitoring:\n  enabled: false\n";
     let server = Server::start(&dir.path().join("data"), &["--config", &write_config(dir.path(), cfg)]);
     let s = |v: &'static str| (vec![("__name__", "lim"), ("v", v)], vec![(1, 1.0)]);
     let (code, body) = remote_write(&server.addr, &[s("a"), s("b"), s("c")]).unwrap();

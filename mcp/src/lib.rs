@@ -78,18 +78,35 @@ pub fn router(b: Arc<Backend>, shutdown: tokio_util::sync::CancellationToken) ->
         .with_legacy_session_mode(true)
         .with_max_request_body_bytes(b.opts.max_request_body_bytes)
         .with_cancellation_token(shutdown);
+    let limit = b.opts.max_request_body_bytes;
     let service: StreamableHttpService<ToolwatchMcp, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(ToolwatchMcp::new(b.clone(), "tcp")), Default::default(), cfg);
-    axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(deleted_is_no_content))
+    axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn_with_state(limit, http_answers))
 }
 
-/// rmcp answers a session DELETE with 202; clients (PyPI `mcp` among them) expect 200 or 204
-/// and warn otherwise. Nothing follows a termination, so 204 is the honest answer.
-async fn deleted_is_no_content(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// Two answers of rmcp's HTTP service made clearer: a session DELETE gets 204 instead of 202
+/// (clients, PyPI `mcp` among them, expect 200 or 204 and warn otherwise), and a body over the
+/// limit gets a JSON-RPC error naming the setting instead of a bare 413.
+async fn http_answers(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
     let is_delete = req.method() == axum::http::Method::DELETE;
     let mut resp = next.run(req).await;
-    if is_delete && resp.status() == axum::http::StatusCode::ACCEPTED {
-        *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    if is_delete && resp.status() == StatusCode::ACCEPTED {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+    }
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32600, "message": format!("request body exceeds mcp.max_request_body_bytes ({limit} bytes)")},
+        });
+        return (StatusCode::PAYLOAD_TOO_LARGE, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+            .into_response();
     }
     resp
 }

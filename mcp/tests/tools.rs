@@ -381,3 +381,20 @@ async fn requests_are_measured() {
     assert!(s.contains(r#"network_transport="pipe""#) && s.contains(r#"mcp_protocol_version="2025-11-25""#), "{s}");
     assert!(s.contains(r#"toolwatch_mcp_tool_calls_total{tool="query",status="tool_error"} 1"#), "{s}");
 }
+
+/// A query past the per-tool timeout fails with the limit named and advice to narrow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_name_the_limit() {
+    let opts = McpOptions { tool_timeout: Duration::from_millis(300), ..Default::default() };
+    let f = fixture(opts, true);
+    let c = connect(&f.backend, ClientLifecycleMode::Initialize).await;
+    let began = Instant::now();
+    let r = call(&c, "query_range", json!({"query": "quantile_over_time(0.5, slow[1d])", "start": "now-20h", "step": "7s"})).await;
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(t.contains("timed out") && t.contains("mcp.tool_timeout") && t.contains("narrow"), "{t}");
+    assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    // A shorter per-call timeout applies too.
+    let r = call(&c, "query_range", json!({"query": "quantile_over_time(0.5, slow[1d])", "start": "now-20h", "step": "7s", "timeout": "50ms"})).await;
+    assert!(text(&r).contains("limit: 50ms"), "{}", text(&r));
+}
