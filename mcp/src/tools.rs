@@ -169,7 +169,7 @@ pub struct LabelValuesArgs {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StringsOutput {
     pub values: Vec<String>,
-    /// All values before the limit.
+    /// All values before the limit (and the result budget, mcp.budget.max_bytes).
     pub total: usize,
     pub truncated: bool,
 }
@@ -230,6 +230,9 @@ pub struct AlertsArgs {
 pub struct AlertsOutput {
     /// Each alert: state, labels, annotations, activeAt, value.
     pub alerts: Vec<serde_json::Value>,
+    /// Alerts before the result budget (mcp.budget.max_series) cut the list.
+    pub total: usize,
+    pub truncated: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -499,7 +502,7 @@ impl Backend {
             })
             .await
             .map_err(|e| ToolError(e.to_string()))?;
-        Ok(strings(v, a.limit))
+        Ok(strings(v, a.limit, &self.opts.budget))
     }
 
     pub async fn label_values(&self, a: LabelValuesArgs, ct: &CancellationToken) -> ToolResult<StringsOutput> {
@@ -531,7 +534,7 @@ impl Backend {
                 )));
             }
         }
-        Ok(strings(v, a.limit))
+        Ok(strings(v, a.limit, &self.opts.budget))
     }
 
     pub async fn series(&self, a: SeriesArgs, ct: &CancellationToken) -> ToolResult<SeriesOutput> {
@@ -540,7 +543,7 @@ impl Backend {
         }
         let sets = self.sets(&a.matchers)?;
         let (start, end) = self.range(&a.start, &a.end)?;
-        let limit = a.limit.unwrap_or(100).max(1);
+        let limit = a.limit.unwrap_or(100).clamp(1, self.opts.budget.max_series.max(1));
         let mut all: Vec<Labels> = self
             .run(self.opts.tool_timeout, ct, move |e, _| {
                 let q = e.db().querier(start, end);
@@ -552,7 +555,9 @@ impl Backend {
         all.dedup();
         let total = all.len();
         all.truncate(limit);
-        Ok(SeriesOutput { series: all.iter().map(labels_map).collect(), total, truncated: total > limit })
+        let mut series: Vec<BTreeMap<String, String>> = all.iter().map(labels_map).collect();
+        series.truncate(fit_bytes(&series, limit, self.opts.budget.max_bytes));
+        Ok(SeriesOutput { truncated: series.len() < total, series, total })
     }
 
     /// Instant query returning plain (labels, value) rows, for the tools built on PromQL.
@@ -606,7 +611,7 @@ impl Backend {
 
     pub fn alerts(&self, a: AlertsArgs) -> ToolResult<AlertsOutput> {
         let Some(rules) = &self.rules else {
-            return Ok(AlertsOutput { alerts: Vec::new() });
+            return Ok(AlertsOutput { alerts: Vec::new(), total: 0, truncated: false });
         };
         if let Some(s) = &a.state {
             if s != "firing" && s != "pending" {
@@ -615,7 +620,10 @@ impl Backend {
         }
         let mut alerts = rules.alerts_json();
         alerts.retain(|x| a.state.as_deref().is_none_or(|s| x["state"] == s));
-        Ok(AlertsOutput { alerts })
+        let total = alerts.len();
+        let keep = fit_bytes(&alerts, self.opts.budget.max_series, self.opts.budget.max_bytes);
+        alerts.truncate(keep);
+        Ok(AlertsOutput { truncated: alerts.len() < total, alerts, total })
     }
 
     pub fn rules(&self, a: RulesArgs) -> ToolResult<RulesOutput> {
@@ -701,13 +709,26 @@ impl Backend {
     }
 }
 
-fn strings(mut v: Vec<String>, limit: Option<usize>) -> StringsOutput {
+/// How many leading items fit in `max_items` and `max_bytes` of JSON: list results stay within
+/// the same budget as query results.
+fn fit_bytes<T: Serialize>(items: &[T], max_items: usize, max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    for (i, x) in items.iter().enumerate().take(max_items) {
+        bytes += serde_json::to_string(x).map_or(0, |j| j.len() + 1);
+        if bytes > max_bytes {
+            return i;
+        }
+    }
+    items.len().min(max_items)
+}
+
+fn strings(mut v: Vec<String>, limit: Option<usize>, budget: &crate::budget::Budget) -> StringsOutput {
     v.sort();
     v.dedup();
     let limit = limit.unwrap_or(100).max(1);
     let total = v.len();
-    v.truncate(limit);
-    StringsOutput { values: v, total, truncated: total > limit }
+    v.truncate(fit_bytes(&v, limit, budget.max_bytes));
+    StringsOutput { truncated: v.len() < total, values: v, total }
 }
 
 pub type Shared = Arc<Backend>;

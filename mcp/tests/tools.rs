@@ -286,6 +286,9 @@ async fn big_answers_are_cut_to_the_budget() {
     // A small answer is whole.
     let r = ok(&call(&c, "query", json!({"query": "count(wide)"})).await);
     assert_eq!(r["truncated"], false);
+    // The list tools stay within the same budget.
+    let s = ok(&call(&c, "series", json!({"match": ["wide"], "limit": 1000})).await);
+    assert_eq!((s["series"].as_array().unwrap().len(), s["total"].as_u64(), s["truncated"].as_bool()), (5, Some(30), Some(true)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
