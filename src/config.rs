@@ -32,6 +32,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// toolwatch appends its own metrics into its own store.
     pub self_monitoring: SelfMonitoringConfig,
+    /// MCP servers the built-in prober checks from outside.
+    pub probes: Vec<ProbeConfig>,
+    /// Probes running at once, across all targets.
+    pub probe_concurrency: usize,
     /// Directory of the config file; relative `rule_files` are resolved against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -54,6 +58,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             self_monitoring: SelfMonitoringConfig::default(),
+            probes: Vec::new(),
+            probe_concurrency: 4,
             config_dir: PathBuf::from("."),
         }
     }
@@ -353,6 +359,55 @@ impl Default for RateLimitConfig {
     }
 }
 
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    pub target: String,
+    /// Streamable HTTP endpoint (`http://…/mcp`); or give `command`.
+    #[serde(default)]
+    pub url: String,
+    /// A stdio MCP server to launch per probe: program and arguments.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default = "default_probe_interval", deserialize_with = "de_duration")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub bearer_token: String,
+    #[serde(default)]
+    pub call: Option<ProbeCall>,
+}
+
+/// Never prints the bearer token or header values (they may hold credentials).
+impl std::fmt::Debug for ProbeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeConfig")
+            .field("target", &self.target)
+            .field("url", &self.url)
+            .field("command", &self.command)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCall {
+    pub tool: String,
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SelfMonitoringConfig {
@@ -404,6 +459,19 @@ impl Config {
         }
         if self.mcp.tool_timeout.is_zero() || self.self_monitoring.interval.is_zero() {
             bail!("mcp.tool_timeout and self_monitoring.interval must be positive");
+        }
+        for (i, spec) in self.probe_specs().into_iter().enumerate() {
+            let p = &self.probes[i];
+            if p.target.is_empty() {
+                bail!("probes[{i}]: target is required");
+            }
+            if p.url.is_empty() == p.command.is_empty() {
+                bail!("probes[{i}] ({:?}): set exactly one of url and command", p.target);
+            }
+            if p.interval.is_zero() || p.timeout.is_zero() {
+                bail!("probes[{i}] ({:?}): interval and timeout must be positive", p.target);
+            }
+            toolwatch_ingest::prober::validate(&spec).map_err(|e| anyhow::anyhow!("probes[{i}] ({:?}): {e}", p.target))?;
         }
         if self.http.rate_limit.requests_per_second < 0.0 {
             bail!("http.rate_limit.requests_per_second must not be negative");
@@ -477,6 +545,28 @@ impl Config {
             allowed_origins: m.allowed_origins.clone(),
             max_request_body_bytes: m.max_request_body_bytes,
         }
+    }
+
+    pub fn probe_specs(&self) -> Vec<toolwatch_ingest::prober::ProbeSpec> {
+        use toolwatch_ingest::prober::{ProbeSpec, ProbeTransport};
+        self.probes
+            .iter()
+            .map(|p| ProbeSpec {
+                target: p.target.clone(),
+                transport: if p.command.is_empty() {
+                    ProbeTransport::Http {
+                        url: p.url.clone(),
+                        headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
+                    }
+                } else {
+                    ProbeTransport::Stdio { command: p.command.clone() }
+                },
+                interval: p.interval,
+                timeout: p.timeout,
+                call: p.call.as_ref().map(|c| (c.tool.clone(), c.arguments.clone())),
+            })
+            .collect()
     }
 
     /// The configured tokens with their secrets read (from `token_file` where given).

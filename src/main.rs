@@ -163,8 +163,11 @@ fn run(args: ServeArgs) -> Result<()> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
+    // rmcp logs every client session it opens (one per probe) at info; keep that out unless
+    // asked for.
+    let level = if cfg.log_level.contains("rmcp") { cfg.log_level.clone() } else { format!("{},rmcp=warn", cfg.log_level) };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(server::run(cfg))

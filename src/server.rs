@@ -45,6 +45,7 @@ pub fn router(
     query: Arc<QueryState>,
     rules: Arc<RuleManager>,
     mcp: Router,
+    probes: Router,
     guard: Arc<Guard>,
 ) -> Router {
     let st = AppState { db: db.clone(), telemetry: telemetry.clone() };
@@ -58,6 +59,7 @@ pub fn router(
         .merge(toolwatch_query::http::router(query))
         .merge(toolwatch_alerting::router(rules))
         .merge(mcp)
+        .merge(probes)
         .layer(middleware::from_fn_with_state(guard, crate::auth::guard))
         .layer(middleware::from_fn_with_state(st, count_requests))
 }
@@ -177,8 +179,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     if !guard.tokens.is_empty() {
         tracing::info!(tokens = guard.tokens.len(), "bearer-token authentication on");
     }
+    let probes = Arc::new(toolwatch_ingest::probe::ProbeSink::new(cell.clone()));
+    let probe_routes = toolwatch_ingest::probe::router(probes.clone(), cfg.ingest.max_body_bytes);
+    // The tasks run until the process exits.
+    let _probers = toolwatch_ingest::prober::start(cfg.probe_specs(), probes, cfg.probe_concurrency);
+    if !cfg.probes.is_empty() {
+        tracing::info!(targets = cfg.probes.len(), "probing MCP servers");
+    }
     let telemetry = Arc::new(telemetry);
-    let app = router(cell.clone(), telemetry.clone(), ingest, query, rules, mcp, guard);
+    let app = router(cell.clone(), telemetry.clone(), ingest, query, rules, mcp, probe_routes, guard);
     if cfg.self_monitoring.enabled {
         let t = telemetry.clone();
         tokio::spawn(crate::selfscrape::run(

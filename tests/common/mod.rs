@@ -78,7 +78,12 @@ impl Server {
     }
 
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Server {
-        let addr = format!("127.0.0.1:{}", free_port());
+        Server::spawn_at(&format!("127.0.0.1:{}", free_port()), data_dir, extra)
+    }
+
+    /// Starts on a given address (for configs that must name it, such as a probe of itself).
+    pub fn spawn_at(addr: &str, data_dir: &Path, extra: &[&str]) -> Server {
+        let addr = addr.to_string();
         let log = data_dir.with_extension(format!("{}.log", addr.replace([':', '.'], "_")));
         let logf = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_toolwatch"))
