@@ -51,6 +51,7 @@ pub fn run(a: McpArgs) -> Result<()> {
     let backend = Arc::new(toolwatch_mcp::Backend {
         query,
         rules: None,
+        probe_errors: None,
         metrics: toolwatch_mcp::McpMetrics::register(&mut registry),
         opts: cfg.mcp_options(),
         version: env!("CARGO_PKG_VERSION"),

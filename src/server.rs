@@ -38,6 +38,15 @@ impl MetadataSource for Metadata {
     }
 }
 
+/// The prober's failure reasons, for the MCP `probe_status` tool.
+struct ProbeNotes(Arc<toolwatch_ingest::probe::ProbeSink>);
+
+impl toolwatch_mcp::ProbeErrors for ProbeNotes {
+    fn last_error(&self, target: &str) -> Option<(String, String)> {
+        self.0.last(target).filter(|r| !r.success).map(|r| (r.error_code, r.error_message))
+    }
+}
+
 pub fn router(
     db: Arc<OnceLock<Db>>,
     telemetry: Arc<Telemetry>,
@@ -161,9 +170,11 @@ pub async fn run(cfg: Config) -> Result<()> {
             let _ = rules2.reload();
         }
     });
+    let probes = Arc::new(toolwatch_ingest::probe::ProbeSink::new(cell.clone()));
     let mcp_backend = Arc::new(toolwatch_mcp::Backend {
         query: query.clone(),
         rules: Some(rules.clone()),
+        probe_errors: Some(Arc::new(ProbeNotes(probes.clone()))),
         metrics: toolwatch_mcp::McpMetrics::register(&mut telemetry.registry),
         opts: cfg.mcp_options(),
         version: env!("CARGO_PKG_VERSION"),
@@ -179,7 +190,6 @@ pub async fn run(cfg: Config) -> Result<()> {
     if !guard.tokens.is_empty() {
         tracing::info!(tokens = guard.tokens.len(), "bearer-token authentication on");
     }
-    let probes = Arc::new(toolwatch_ingest::probe::ProbeSink::new(cell.clone()));
     let probe_routes = toolwatch_ingest::probe::router(probes.clone(), cfg.ingest.max_body_bytes);
     // The tasks run until the process exits.
     let _probers = toolwatch_ingest::prober::start(cfg.probe_specs(), probes, cfg.probe_concurrency);

@@ -248,4 +248,23 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     // And the drift rule saw the change.
     let drift = query(&a, "ALERTS{alertname=\"MCPSchemaDrift\", target=\"changing\"}");
     assert!(!drift.is_empty(), "MCPSchemaDrift for the changed server");
+
+    // Agents see the same through the MCP probe_status tool, failure reasons included.
+    use rmcp::{ClientLifecycleMode, ClientServiceExt};
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("http://{a}/mcp"));
+    let c = ().serve_with_lifecycle(transport, ClientLifecycleMode::Initialize).await.unwrap();
+    let r = c.peer().call_tool(rmcp::model::CallToolRequestParams::new("probe_status")).await.unwrap();
+    let s = r.structured_content.expect("structured probe status");
+    let by: std::collections::HashMap<String, Value> =
+        s["targets"].as_array().unwrap().iter().map(|t| (t["target"].as_str().unwrap().to_string(), t.clone())).collect();
+    assert_eq!(by.len(), 5, "{s}");
+    assert_eq!((by["self"]["state"].as_str(), by["self"]["tools"].as_f64()), (Some("up"), Some(11.0)), "{s}");
+    assert_eq!(by["changing"]["info"]["protocol_version"], "2025-11-25");
+    assert_eq!(by["changing"]["schema_changes"], 1.0);
+    assert_eq!(by["stopped"]["state"], "down");
+    assert_eq!(by["stopped"]["error"]["code"], "connect");
+    assert!(by["stopped"]["error"]["message"].as_str().unwrap().contains("refused"), "{s}");
+    assert_eq!(by["auth"]["state"], "auth_required");
+    assert_eq!(by["hang"]["error"]["code"], "timeout");
+    c.cancel().await.unwrap();
 }

@@ -58,11 +58,19 @@ impl Default for McpOptions {
     }
 }
 
+/// The last failure of a probe target, kept by whoever records probe results (the reason is
+/// text, which series cannot hold).
+pub trait ProbeErrors: Send + Sync {
+    /// (error code, message) of the target's latest result, when it failed.
+    fn last_error(&self, target: &str) -> Option<(String, String)>;
+}
+
 /// What every MCP session shares: the query state, the rules (when this process runs them),
 /// the metrics and the options.
 pub struct Backend {
     pub query: Arc<QueryState>,
     pub rules: Option<Arc<RuleManager>>,
+    pub probe_errors: Option<Arc<dyn ProbeErrors>>,
     pub metrics: McpMetrics,
     pub opts: McpOptions,
     pub version: &'static str,

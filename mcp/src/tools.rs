@@ -271,6 +271,15 @@ pub struct ProbeTarget {
     /// protocol_version, server_name, server_version (from `mcp_probe_info`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub info: BTreeMap<String, String>,
+    /// Why the latest probe failed (code, message), when this toolwatch recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeError>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProbeError {
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -650,6 +659,7 @@ impl Backend {
                 tools: None,
                 schema_changes: None,
                 info: BTreeMap::new(),
+                error: None,
             });
             Some(target)
         };
@@ -690,6 +700,11 @@ impl Backend {
                 for x in l.iter().filter(|x| !matches!(&*x.name, "__name__" | "target" | "job" | "instance")) {
                     info.insert(x.name.to_string(), x.value.to_string());
                 }
+            }
+        }
+        if let Some(pe) = &self.probe_errors {
+            for t in by.values_mut() {
+                t.error = pe.last_error(&t.target).map(|(code, message)| ProbeError { code, message });
             }
         }
         let note = by.is_empty().then(|| {

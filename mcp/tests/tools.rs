@@ -90,7 +90,7 @@ fn fixture(opts: McpOptions, slow: bool) -> Fixture {
         QueryMetrics::new(&mut registry),
     ));
     let metrics = McpMetrics::register(&mut registry);
-    let backend = Arc::new(Backend { query, rules: None, metrics, opts, version: "9.9.9" });
+    let backend = Arc::new(Backend { query, rules: None, probe_errors: None, metrics, opts, version: "9.9.9" });
     Fixture { _dir: dir, backend, registry: Arc::new(parking_lot::Mutex::new(registry)) }
 }
 
