@@ -3,6 +3,7 @@
 mod auth;
 mod config;
 mod mcp_stdio;
+mod proxy_stdio;
 mod selfscrape;
 mod server;
 mod telemetry;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Serve MCP on stdin/stdout (what an agent launches): relayed to a running toolwatch, or
     /// with --data-dir straight from a store this process opens.
     Mcp(McpArgs),
+    /// Run a stdio MCP server behind a relay that records per-tool metrics into a running
+    /// toolwatch: `toolwatch proxy --target NAME -- CMD ARGS...`.
+    Proxy(proxy_stdio::ProxyArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -89,6 +93,13 @@ fn main() {
         Some(Cmd::Serve(a)) => a,
         Some(Cmd::Rules(RulesCmd::Check { files })) => std::process::exit(check_rules(&files)),
         Some(Cmd::Rules(RulesCmd::Test { files })) => std::process::exit(test_rules(&files)),
+        Some(Cmd::Proxy(a)) => match proxy_stdio::run(a) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("toolwatch proxy: {e:#}");
+                std::process::exit(1);
+            }
+        },
         Some(Cmd::Mcp(a)) => {
             if let Err(e) = mcp_stdio::run(a) {
                 eprintln!("toolwatch mcp: {e:#}");

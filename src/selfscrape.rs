@@ -130,27 +130,44 @@ fn is_cumulative(name: &str) -> bool {
     ["_total", "_count", "_sum", "_bucket"].iter().any(|s| name.ends_with(s))
 }
 
-/// Appends one scrape at `t`; new cumulative series get a zero at `zero_at` first.
+/// One scrape as sorted label sets with their samples: each sample line at `t`, with `job` and
+/// `instance` set, and new cumulative series (not in `seen`) starting with a zero at `zero_at`.
+pub fn snapshot(
+    samples: &[Sample],
+    job: &str,
+    instance: &str,
+    t: i64,
+    zero_at: i64,
+    seen: &mut HashSet<String>,
+) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> {
+    let mut out = Vec::with_capacity(samples.len());
+    for s in samples {
+        let mut labels: Vec<(String, String)> = Vec::with_capacity(s.labels.len() + 3);
+        labels.push(("__name__".into(), s.name.clone()));
+        labels.extend(s.labels.iter().filter(|(n, v)| n != "job" && n != "instance" && !v.is_empty()).cloned());
+        labels.push(("job".into(), job.to_string()));
+        labels.push(("instance".into(), instance.to_string()));
+        labels.sort();
+        let key = format!("{}{:?}", s.name, s.labels);
+        let mut points = Vec::with_capacity(2);
+        if seen.insert(key) && is_cumulative(&s.name) && zero_at < t {
+            points.push((zero_at, 0.0));
+        }
+        points.push((t, s.value));
+        out.push((labels, points));
+    }
+    out
+}
+
+/// Appends one scrape at `t` into the store (see `snapshot`).
 pub fn append_scrape(db: &Db, samples: &[Sample], job: &str, instance: &str, t: i64, zero_at: i64, seen: &mut HashSet<String>) {
     let Ok(mut app) = db.appender() else { return };
-    for s in samples {
-        let mut refs: Vec<LabelRef<'_>> = Vec::with_capacity(s.labels.len() + 3);
-        refs.push(LabelRef { name: "__name__", value: &s.name });
-        refs.extend(
-            s.labels.iter().filter(|(n, _)| n != "job" && n != "instance").map(|(n, v)| LabelRef { name: n, value: v }),
-        );
-        refs.push(LabelRef { name: "job", value: job });
-        refs.push(LabelRef { name: "instance", value: instance });
-        refs.sort_by(|a, b| a.name.cmp(b.name));
-        let key = format!("{}{:?}", s.name, s.labels);
-        if !seen.contains(&key) {
-            if is_cumulative(&s.name) && zero_at < t {
-                let _ = app.append(&refs, zero_at, 0.0);
+    for (labels, points) in snapshot(samples, job, instance, t, zero_at, seen) {
+        let refs: Vec<LabelRef<'_>> = labels.iter().map(|(n, v)| LabelRef { name: n, value: v }).collect();
+        for (ts, v) in points {
+            if let Err(e) = app.append(&refs, ts, v) {
+                tracing::debug!(error = %e, "self-monitoring sample not stored");
             }
-            seen.insert(key);
-        }
-        if let Err(e) = app.append(&refs, t, s.value) {
-            tracing::debug!(metric = %s.name, error = %e, "self-monitoring sample not stored");
         }
     }
     if let Err(e) = app.commit() {

@@ -14,6 +14,7 @@
 pub mod budget;
 pub mod health;
 pub mod hints;
+pub mod proxy;
 pub mod server;
 pub mod telemetry;
 pub mod tools;

@@ -1,0 +1,263 @@
+//! The telemetry side of the MCP proxy: it watches the JSON-RPC messages an agent and an MCP
+//! server exchange (it never changes them) and records, per request, method, tool, duration,
+//! outcome, protocol version and sizes — never arguments or results. The relays (stdio in the
+//! binary, HTTP in proxy_http.rs) hand it each message's bytes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub target: String,
+    pub mcp_method_name: String,
+    pub gen_ai_tool_name: String,
+    pub error_type: String,
+    pub mcp_protocol_version: String,
+    pub network_transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub target: String,
+    pub tool: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub target: String,
+    pub tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SizeLabels {
+    pub target: String,
+    pub mcp_method_name: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+    pub direction: String,
+}
+
+const BUCKETS: [f64; 14] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// The proxy's series, every one with `target`.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    pub operations: Family<OpLabels, Histogram>,
+    pub tool_calls: Family<CallLabels, Counter>,
+    pub tool_latency: Family<ToolLabels, Histogram>,
+    pub message_bytes: Family<SizeLabels, Histogram>,
+    pub malformed: Family<TargetLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    pub fn register(r: &mut Registry) -> ProxyMetrics {
+        let m = ProxyMetrics {
+            operations: Family::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied())),
+            tool_calls: Family::default(),
+            tool_latency: Family::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied())),
+            message_bytes: Family::new_with_constructor(|| Histogram::new(exponential_buckets(64.0, 4.0, 10))),
+            malformed: Family::default(),
+        };
+        r.register(
+            "mcp_server_operation_duration_seconds",
+            "MCP requests relayed by the toolwatch proxy (OpenTelemetry mcp.server.operation.duration)",
+            m.operations.clone(),
+        );
+        r.register("mcp_tool_calls", "MCP tool calls relayed by the toolwatch proxy, by outcome", m.tool_calls.clone());
+        r.register("mcp_tool_latency_seconds", "MCP tool call latency seen by the toolwatch proxy", m.tool_latency.clone());
+        r.register(
+            "mcp_proxy_message_bytes",
+            "Sizes of relayed MCP requests and responses (contents are never stored)",
+            m.message_bytes.clone(),
+        );
+        r.register("mcp_proxy_malformed_messages", "Relayed messages that were not JSON-RPC", m.malformed.clone());
+        m
+    }
+}
+
+struct Pending {
+    method: String,
+    tool: String,
+    began: Instant,
+}
+
+/// Follows one session (one stdio pipe pair, or one HTTP session) and records each request
+/// when its response passes.
+pub struct Observer {
+    target: String,
+    transport: &'static str,
+    metrics: ProxyMetrics,
+    protocol_version: String,
+    /// Requests relayed to the server and not answered yet, by JSON-RPC id (as JSON text, so
+    /// 1 and "1" stay apart).
+    pending: HashMap<String, Pending>,
+}
+
+impl Observer {
+    pub fn new(target: &str, transport: &'static str, metrics: ProxyMetrics) -> Observer {
+        Observer { target: target.to_string(), transport, metrics, protocol_version: String::new(), pending: HashMap::new() }
+    }
+
+    /// A message from the client (one line on stdio, one POST body on HTTP).
+    pub fn client_message(&mut self, bytes: &[u8]) {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Array(items)) => items.iter().for_each(|m| self.client_one(m, bytes.len() / items.len().max(1))),
+            Ok(m) => self.client_one(&m, bytes.len()),
+            Err(_) => self.malformed("client"),
+        }
+    }
+
+    /// A message from the server (one line on stdio, one JSON body or SSE event on HTTP).
+    pub fn server_message(&mut self, bytes: &[u8]) {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Array(items)) => items.iter().for_each(|m| self.server_one(m, bytes.len() / items.len().max(1))),
+            Ok(m) => self.server_one(&m, bytes.len()),
+            Err(_) => self.malformed("server"),
+        }
+    }
+
+    fn malformed(&self, direction: &str) {
+        self.metrics.malformed.get_or_create(&TargetLabels { target: self.target.clone(), direction: direction.into() }).inc();
+    }
+
+    fn size(&self, method: &str, direction: &str, n: usize) {
+        self.metrics
+            .message_bytes
+            .get_or_create(&SizeLabels { target: self.target.clone(), mcp_method_name: method.into(), direction: direction.into() })
+            .observe(n as f64);
+    }
+
+    fn client_one(&mut self, m: &Value, n: usize) {
+        let Some(method) = m.get("method").and_then(Value::as_str) else {
+            // A response from the client (to a server request): nothing to time.
+            return;
+        };
+        if method == "initialize" {
+            if let Some(v) = m.pointer("/params/protocolVersion").and_then(Value::as_str) {
+                self.protocol_version = v.to_string();
+            }
+        }
+        if let Some(v) = m.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion").and_then(Value::as_str) {
+            self.protocol_version = v.to_string();
+        }
+        self.size(method, "request", n);
+        let Some(id) = m.get("id") else { return };
+        let tool = if method == "tools/call" {
+            m.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_string()
+        } else {
+            String::new()
+        };
+        self.pending.insert(id.to_string(), Pending { method: method.to_string(), tool, began: Instant::now() });
+    }
+
+    fn server_one(&mut self, m: &Value, n: usize) {
+        let Some(id) = m.get("id") else { return };
+        if m.get("method").is_some() {
+            return; // a request from the server to the client
+        }
+        let Some(p) = self.pending.remove(&id.to_string()) else { return };
+        if p.method == "initialize" {
+            if let Some(v) = m.pointer("/result/protocolVersion").and_then(Value::as_str) {
+                self.protocol_version = v.to_string();
+            }
+        }
+        let error_type = if let Some(code) = m.pointer("/error/code") {
+            code.to_string()
+        } else if m.pointer("/result/isError") == Some(&Value::Bool(true)) {
+            "tool_error".to_string()
+        } else {
+            String::new()
+        };
+        self.size(&p.method, "response", n);
+        self.finish(p, error_type);
+    }
+
+    fn finish(&self, p: Pending, error_type: String) {
+        let secs = p.began.elapsed().as_secs_f64();
+        if p.method == "tools/call" {
+            let status = match error_type.as_str() {
+                "" => "ok",
+                "tool_error" => "tool_error",
+                _ => "error",
+            };
+            let t = CallLabels { target: self.target.clone(), tool: p.tool.clone(), status: status.into() };
+            self.metrics.tool_calls.get_or_create(&t).inc();
+            self.metrics.tool_latency.get_or_create(&ToolLabels { target: self.target.clone(), tool: p.tool.clone() }).observe(secs);
+        }
+        self.metrics
+            .operations
+            .get_or_create(&OpLabels {
+                target: self.target.clone(),
+                mcp_method_name: p.method,
+                gen_ai_tool_name: p.tool,
+                error_type,
+                mcp_protocol_version: self.protocol_version.clone(),
+                network_transport: self.transport.to_string(),
+            })
+            .observe(secs);
+    }
+
+    /// The server went away: every unanswered request fails with `error_type` (the relay sends
+    /// the client a JSON-RPC error for each). Returns their ids.
+    pub fn fail_pending(&mut self, error_type: &str) -> Vec<String> {
+        let ids: Vec<String> = self.pending.keys().cloned().collect();
+        for id in &ids {
+            if let Some(p) = self.pending.remove(id) {
+                self.finish(p, error_type.to_string());
+            }
+        }
+        ids
+    }
+
+    /// Cancels tracking of a request the client gave up on (`notifications/cancelled`) — not
+    /// needed for correctness, since a late response still matches; kept for memory bounds.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: &Registry) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+        s
+    }
+
+    #[test]
+    fn records_outcomes_without_contents() {
+        let mut reg = Registry::default();
+        let m = ProxyMetrics::register(&mut reg);
+        let mut o = Observer::new("demo", "pipe", m);
+        o.client_message(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25"}}"#);
+        o.client_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        o.client_message(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"secret"}}},{"jsonrpc":"2.0","id":"1","method":"tools/call","params":{"name":"fetch"}}]"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":"1","error":{"code":-32602,"message":"bad"}}"#);
+        o.client_message(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search"}}"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#);
+        o.client_message(b"not json");
+        assert_eq!(o.pending_len(), 0);
+        let t = text(&reg);
+        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="search",status="tool_error"} 1"#), "{t}");
+        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="search",status="ok"} 1"#), "{t}");
+        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="fetch",status="error"} 1"#), "{t}");
+        assert!(t.contains(r#"gen_ai_tool_name="fetch",error_type="-32602",mcp_protocol_version="2025-11-25",network_transport="pipe""#), "{t}");
+        assert!(t.contains(r#"mcp_proxy_malformed_messages_total{target="demo",direction="client"} 1"#), "{t}");
+        assert!(!t.contains("secret"), "arguments are never recorded");
+    }
+}
