@@ -96,42 +96,17 @@ async fn relay(a: ProxyArgs) -> Result<i32> {
     let child_out = child.stdout.take().context("server stdout")?;
 
     // Client → server. Ends when the agent closes stdin; closing the server's stdin then asks
-    // it to exit, as the MCP stdio transport prescribes.
+    // it to exit, as the MCP stdio transport prescribes. Each request is noted before it is
+    // sent, so its answer can never overtake it.
     let obs = observer.clone();
     let up = tokio::spawn(async move {
-        let mut r = BufReader::new(tokio::io::stdin());
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            // Noted before it is sent, so the answer can never overtake its request.
-            obs.lock().client_message(trim_newline(&buf));
-            if child_in.write_all(&buf).await.is_err() || child_in.flush().await.is_err() {
-                break;
-            }
-        }
+        pump(tokio::io::stdin(), &mut child_in, |line| obs.lock().client_message(line)).await;
     });
-
     // Server → client.
     let obs = observer.clone();
     let down = tokio::spawn(async move {
-        let mut r = BufReader::new(child_out);
         let mut out = tokio::io::stdout();
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
-                break;
-            }
-            obs.lock().server_message(trim_newline(&buf));
-        }
+        pump(child_out, &mut out, |line| obs.lock().server_message(line)).await;
         out
     });
 
@@ -157,6 +132,28 @@ async fn relay(a: ProxyArgs) -> Result<i32> {
     snapshot_into_queue(&shipper, &a);
     let _ = tokio::time::timeout(Duration::from_secs(2), flush_queue(&shipper, &a)).await;
     Ok(status.and_then(|s| s.code()).unwrap_or(1))
+}
+
+/// Copies newline-delimited messages from `from` to `to` unchanged, showing each to `note`
+/// (without its line ending) before writing it. Stops at end of input or a write error.
+async fn pump(
+    from: impl tokio::io::AsyncRead + Unpin,
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut note: impl FnMut(&[u8]),
+) {
+    let mut r = BufReader::new(from);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        note(trim_newline(&buf));
+        if to.write_all(&buf).await.is_err() || to.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn trim_newline(b: &[u8]) -> &[u8] {

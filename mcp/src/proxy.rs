@@ -48,7 +48,7 @@ pub struct TargetLabels {
     pub direction: String,
 }
 
-const BUCKETS: [f64; 14] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+use crate::telemetry::BUCKETS;
 
 /// The proxy's series, every one with `target`.
 #[derive(Clone)]

@@ -25,7 +25,7 @@ pub struct ToolCallLabels {
 }
 
 /// The bucket bounds OpenTelemetry's MCP conventions recommend.
-const BUCKETS: [f64; 14] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+pub const BUCKETS: [f64; 14] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
 #[derive(Clone)]
 pub struct McpMetrics {
