@@ -169,7 +169,10 @@ fn snapshot_into_queue(s: &Shipper, a: &ProxyArgs) {
         let mut g = s.seen.lock();
         let zero_at = g.1 + 1;
         g.1 = t;
-        snapshot(&parse_exposition(&text), "mcp-proxy", &a.target, t, zero_at, &mut g.0)
+        // Each proxy process is its own instance: two sessions of one target must not write
+        // the same counters.
+        let instance = format!("{}/{}", a.target, std::process::id());
+        snapshot(&parse_exposition(&text), "mcp-proxy", &instance, t, zero_at, &mut g.0)
     };
     let n: u64 = series.iter().map(|(_, p)| p.len() as u64).sum();
     let req = pb::WriteRequest {

@@ -62,12 +62,29 @@ fn python_client_over_http_and_stdio() {
     let base = format!("http://{}", tw.addr);
     run_client(&["legacy", "--", bin, "mcp", "--url", &base]);
     run_client(&["auto", "--", bin, "mcp", "--url", &base]);
-
     // The relayed calls were served (and measured) by the server: per run one good query and
     // two that fail (bad PromQL, unknown metric).
     let count = |status: &str| tw.metric_with("toolwatch_mcp_tool_calls_total", &format!("tool=\"query\",status=\"{status}\""));
     assert_eq!(count("ok"), Some(4.0));
     assert_eq!(count("tool_error"), Some(8.0));
+    drop(count);
+
+    // Through `toolwatch proxy` (stdio) wrapping the same server: the client sees no difference,
+    // and toolwatch sees the proxied calls under target="py".
+    for mode in ["legacy", "auto"] {
+        run_client(&[mode, "--", bin, "proxy", "--target", "py", "--url", &base, "--", bin, "mcp", "--url", &base]);
+    }
+    let q = common::urlencode("sum by (status) (mcp_tool_calls_total{target=\"py\", tool=\"query\"})");
+    let (_, body) = common::http(&tw.addr, "GET", &format!("/api/v1/query?query={q}"), &[], &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut got: Vec<(String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"]["status"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("ok".to_string(), "2".to_string()), ("tool_error".into(), "4".into())], "proxied calls by outcome");
 
     // With the server stopped, `toolwatch mcp --data-dir` opens the same store itself.
     tw.signal(libc::SIGTERM);

@@ -171,7 +171,7 @@ fn the_session_outlives_toolwatch_and_counts_what_it_dropped() {
     tw.wait_ready(Duration::from_secs(30));
     let began = Instant::now();
     loop {
-        let dropped = query(&addr, "toolwatch_proxy_telemetry_dropped_samples_total{instance=\"demo\"}");
+        let dropped = query(&addr, "toolwatch_proxy_telemetry_dropped_samples_total{job=\"mcp-proxy\"}");
         if let Some(v) = dropped.first().and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok()) {
             assert!(v > 0.0);
             break;

@@ -29,7 +29,7 @@ async def main(mode, server):
             check(t.annotations is not None and t.annotations.read_only_hint is True, f"{t.name} read-only")
             check(t.output_schema is not None, f"{t.name} outputSchema")
 
-        r = await c.call_tool("query", {"query": "sum by (tool) (rate(mcp_tool_calls_total[5m]))"})
+        r = await c.call_tool("query", {"query": "sum by (tool) (rate(mcp_tool_calls_total{job=\"demo\"}[5m]))"})
         check(not r.is_error, f"query failed: {r.content}")
         tools_seen = sorted(x["metric"]["tool"] for x in r.structured_content["result"])
         check(tools_seen == ["fetch", "search"], f"query result {r.structured_content}")
