@@ -189,6 +189,8 @@ pub async fn run(
     let mut last = now_ms();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first scrape comes one interval after start, as a Prometheus scrape would.
+    tick.tick().await;
     loop {
         tick.tick().await;
         let Some(db) = db.get().cloned() else { continue };

@@ -67,7 +67,6 @@ fn python_client_over_http_and_stdio() {
     let count = |status: &str| tw.metric_with("toolwatch_mcp_tool_calls_total", &format!("tool=\"query\",status=\"{status}\""));
     assert_eq!(count("ok"), Some(4.0));
     assert_eq!(count("tool_error"), Some(8.0));
-    drop(count);
 
     // Through `toolwatch proxy` (stdio) wrapping the same server: the client sees no difference,
     // and toolwatch sees the proxied calls under target="py".

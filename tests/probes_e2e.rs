@@ -145,6 +145,37 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     );
     tokio::spawn(async move { axum::serve(auth, unauthorized).await });
 
+    // Answers, but not with MCP.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    let not_mcp = axum::Router::new().route(
+        "/mcp",
+        axum::routing::any(|| async { ([("Content-Type", "application/json")], "this is not JSON-RPC") }),
+    );
+    tokio::spawn(async move { axum::serve(garbage, not_mcp).await });
+
+    // An MCP server behind a gate that wants a bearer token and a tenant header.
+    let g3 = grow.clone();
+    let gated_svc: StreamableHttpService<Changing, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(Changing(g3.clone())),
+        Default::default(),
+        StreamableHttpServerConfig::default().with_sse_keep_alive(None),
+    );
+    let gate = |req: axum::extract::Request, next: axum::middleware::Next| async move {
+        let h = req.headers();
+        let ok = h.get("authorization").is_some_and(|v| v == "Bearer s3cret") && h.get("x-tenant").is_some_and(|v| v == "a");
+        if ok {
+            next.run(req).await
+        } else {
+            use axum::response::IntoResponse;
+            (axum::http::StatusCode::UNAUTHORIZED, [("WWW-Authenticate", "Bearer")], "").into_response()
+        }
+    };
+    let gated = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gated_addr = gated.local_addr().unwrap();
+    let gated_app = axum::Router::new().nest_service("/mcp", gated_svc).layer(axum::middleware::from_fn(gate));
+    tokio::spawn(async move { axum::serve(gated, gated_app).await });
+
     // Accepts and never answers.
     let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hang_addr = hang.local_addr().unwrap();
@@ -168,7 +199,9 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
              \x20 - {{target: changing, url: 'http://{changing_addr}/mcp', interval: 500ms, timeout: 2s}}\n\
              \x20 - {{target: auth, url: 'http://{auth_addr}/mcp', interval: 1s}}\n\
              \x20 - {{target: hang, url: 'http://{hang_addr}/mcp', interval: 1s, timeout: 700ms}}\n\
-             \x20 - {{target: stopped, url: 'http://127.0.0.1:{stopped_port}/mcp', interval: 1s}}\n"
+             \x20 - {{target: stopped, url: 'http://127.0.0.1:{stopped_port}/mcp', interval: 1s}}\n\
+             \x20 - {{target: garbage, url: 'http://{garbage_addr}/mcp', interval: 1s}}\n\
+             \x20 - {{target: gated, url: 'http://{gated_addr}/mcp', interval: 1s, bearer_token: s3cret, headers: {{X-Tenant: a}}}}\n"
         ),
     )
     .unwrap();
@@ -179,7 +212,7 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
         query(&a, &format!("mcp_probe_state{{target=\"{t}\"}} == 1")).first().map(|r| r["metric"]["state"].as_str().unwrap().to_string())
     };
     let began = Instant::now();
-    while ["self", "changing", "auth", "hang", "stopped"].iter().any(|t| state_of(t).is_none()) {
+    while ["self", "changing", "auth", "hang", "stopped", "garbage", "gated"].iter().any(|t| state_of(t).is_none()) {
         assert!(began.elapsed() < Duration::from_secs(15), "not every target probed; log:\n{}", tw.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -193,6 +226,8 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     assert_eq!(state_of("auth").as_deref(), Some("auth_required"));
     assert_eq!(state_of("hang").as_deref(), Some("timeout"));
     assert_eq!(state_of("stopped").as_deref(), Some("down"));
+    assert_eq!(state_of("garbage").as_deref(), Some("protocol_error"));
+    assert_eq!(state_of("gated").as_deref(), Some("up"), "the configured token and header are sent");
     assert_eq!(value(&a, "mcp_probe_http_status{target=\"auth\"}"), Some(401.0));
     let hang_total = value(&a, "mcp_probe_duration_seconds{target=\"hang\",phase=\"total\"}").unwrap();
     assert!((0.7..1.5).contains(&hang_total), "timed out after {hang_total}s with a 700ms timeout");
@@ -257,7 +292,9 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     let s = r.structured_content.expect("structured probe status");
     let by: std::collections::HashMap<String, Value> =
         s["targets"].as_array().unwrap().iter().map(|t| (t["target"].as_str().unwrap().to_string(), t.clone())).collect();
-    assert_eq!(by.len(), 5, "{s}");
+    assert_eq!(by.len(), 7, "{s}");
+    assert_eq!(by["garbage"]["error"]["code"], "protocol_error");
+    assert!(!by["garbage"]["error"]["message"].as_str().unwrap().is_empty(), "the reason is kept: {s}");
     assert_eq!((by["self"]["state"].as_str(), by["self"]["tools"].as_f64()), (Some("up"), Some(11.0)), "{s}");
     assert_eq!(by["changing"]["info"]["protocol_version"], "2025-11-25");
     assert_eq!(by["changing"]["schema_changes"], 1.0);

@@ -54,7 +54,10 @@ fn secs(ms: i64) -> String {
 #[test]
 fn grafana_requests_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let tw = Server::start(&dir.path().join("tw"), &[]);
+    // Exact label lists below: toolwatch's own series (job, instance) would join them.
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(&cfg, "self_monitoring:\n  enabled: false\n").unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
     load(&tw.addr);
     let a = &tw.addr;
 
