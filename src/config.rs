@@ -471,7 +471,8 @@ impl Config {
             if p.interval.is_zero() || p.timeout.is_zero() {
                 bail!("probes[{i}] ({:?}): interval and timeout must be positive", p.target);
             }
-            toolwatch_ingest::prober::validate(&spec).map_err(|e| anyhow::anyhow!("probes[{i}] ({:?}): {e}", p.target))?;
+            toolwatch_ingest::prober::validate(&spec)
+                .map_err(|e| anyhow::anyhow!("probes[{i}] ({:?}): {e}", p.target))?;
         }
         if self.http.rate_limit.requests_per_second < 0.0 {
             bail!("http.rate_limit.requests_per_second must not be negative");

@@ -176,7 +176,8 @@ fn run(args: ServeArgs) -> Result<()> {
     }
     // rmcp logs every client session it opens (one per probe) at info; keep that out unless
     // asked for.
-    let level = if cfg.log_level.contains("rmcp") { cfg.log_level.clone() } else { format!("{},rmcp=warn", cfg.log_level) };
+    let level =
+        if cfg.log_level.contains("rmcp") { cfg.log_level.clone() } else { format!("{},rmcp=warn", cfg.log_level) };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

@@ -160,7 +160,15 @@ pub fn snapshot(
 }
 
 /// Appends one scrape at `t` into the store (see `snapshot`).
-pub fn append_scrape(db: &Db, samples: &[Sample], job: &str, instance: &str, t: i64, zero_at: i64, seen: &mut HashSet<String>) {
+pub fn append_scrape(
+    db: &Db,
+    samples: &[Sample],
+    job: &str,
+    instance: &str,
+    t: i64,
+    zero_at: i64,
+    seen: &mut HashSet<String>,
+) {
     let Ok(mut app) = db.appender() else { return };
     for (labels, points) in snapshot(samples, job, instance, t, zero_at, seen) {
         let refs: Vec<LabelRef<'_>> = labels.iter().map(|(n, v)| LabelRef { name: n, value: v }).collect();
@@ -221,7 +229,14 @@ mod tests {
         let text = "# HELP x help\n# TYPE x counter\nx_total{a=\"1\",b=\"q\\\"uo\\\\te\"} 3\nup 1\nh_bucket{le=\"+Inf\"} 2 1700000000\ng{e=\"\"} NaN\n# EOF\n";
         let s = parse_exposition(text);
         assert_eq!(s.len(), 4);
-        assert_eq!(s[0], Sample { name: "x_total".into(), labels: vec![("a".into(), "1".into()), ("b".into(), "q\"uo\\te".into())], value: 3.0 });
+        assert_eq!(
+            s[0],
+            Sample {
+                name: "x_total".into(),
+                labels: vec![("a".into(), "1".into()), ("b".into(), "q\"uo\\te".into())],
+                value: 3.0
+            }
+        );
         assert_eq!(s[1], Sample { name: "up".into(), labels: vec![], value: 1.0 });
         assert_eq!(s[2].labels, vec![("le".to_string(), "+Inf".to_string())]);
         assert_eq!(s[2].value, 2.0);
@@ -231,7 +246,13 @@ mod tests {
     #[test]
     fn metadata_lines() {
         let m = parse_metadata("# HELP x_total Calls made\n# TYPE x_total counter\nx_total 1\n# TYPE up gauge\n");
-        assert_eq!(m, vec![("x_total".into(), "counter".into(), "Calls made".into()), ("up".into(), "gauge".into(), String::new())]);
+        assert_eq!(
+            m,
+            vec![
+                ("x_total".into(), "counter".into(), "Calls made".into()),
+                ("up".into(), "gauge".into(), String::new())
+            ]
+        );
     }
 
     #[test]

@@ -64,7 +64,8 @@ fn python_client_over_http_and_stdio() {
     run_client(&["auto", "--", bin, "mcp", "--url", &base]);
     // The relayed calls were served (and measured) by the server: per run one good query and
     // two that fail (bad PromQL, unknown metric).
-    let count = |status: &str| tw.metric_with("toolwatch_mcp_tool_calls_total", &format!("tool=\"query\",status=\"{status}\""));
+    let count =
+        |status: &str| tw.metric_with("toolwatch_mcp_tool_calls_total", &format!("tool=\"query\",status=\"{status}\""));
     assert_eq!(count("ok"), Some(4.0));
     assert_eq!(count("tool_error"), Some(8.0));
 
@@ -83,7 +84,11 @@ fn python_client_over_http_and_stdio() {
         .map(|r| (r["metric"]["status"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
         .collect();
     got.sort();
-    assert_eq!(got, [("ok".to_string(), "2".to_string()), ("tool_error".into(), "4".into())], "proxied calls by outcome");
+    assert_eq!(
+        got,
+        [("ok".to_string(), "2".to_string()), ("tool_error".into(), "4".into())],
+        "proxied calls by outcome"
+    );
 
     // With the server stopped, `toolwatch mcp --data-dir` opens the same store itself.
     tw.signal(libc::SIGTERM);

@@ -50,7 +50,9 @@ fn ok(r: &CallToolResult) -> Value {
 
 fn write_fixture(addr: &str) {
     let now = now_ms();
-    let pts = |per_s: f64| -> Vec<(i64, f64)> { (0..=80).map(|i| (now - 20 * 60_000 + i * 15_000, per_s * (i * 15) as f64)).collect() };
+    let pts = |per_s: f64| -> Vec<(i64, f64)> {
+        (0..=80).map(|i| (now - 20 * 60_000 + i * 15_000, per_s * (i * 15) as f64)).collect()
+    };
     let mut series = vec![
         (vec![("__name__", "mcp_tool_calls_total"), ("status", "ok"), ("tool", "search")], pts(3.0)),
         (vec![("__name__", "mcp_tool_calls_total"), ("status", "error"), ("tool", "search")], pts(1.0)),
@@ -181,7 +183,12 @@ async fn own_telemetry_and_alerts_through_mcp() {
     assert!((3.5..=5.0).contains(&calls), "calls {calls}: {h}");
     assert!(cur["p50_seconds"].as_f64().is_some(), "{h}");
     // The same series are in the store for any query.
-    let q = ok(&call(&c, "query", json!({"query": "sum by (status) (toolwatch_mcp_tool_calls_total{job=\"toolwatch\", tool=\"query\"})"})).await);
+    let q = ok(&call(
+        &c,
+        "query",
+        json!({"query": "sum by (status) (toolwatch_mcp_tool_calls_total{job=\"toolwatch\", tool=\"query\"})"}),
+    )
+    .await);
     assert_eq!(q["result"].as_array().unwrap().len(), 2, "{q}");
     // Its own metrics are described like remote-written ones.
     let m = ok(&call(&c, "list_metrics", json!({"filter": "toolwatch_mcp_tool_calls_total"})).await);
@@ -189,14 +196,22 @@ async fn own_telemetry_and_alerts_through_mcp() {
 
     let a = ok(&call(&c, "alerts", json!({"state": "firing"})).await);
     let alert = &a["alerts"][0];
-    assert_eq!((alert["labels"]["alertname"].as_str(), alert["labels"]["severity"].as_str()), (Some("AlwaysOn"), Some("page")), "{a}");
+    assert_eq!(
+        (alert["labels"]["alertname"].as_str(), alert["labels"]["severity"].as_str()),
+        (Some("AlwaysOn"), Some("page")),
+        "{a}"
+    );
     assert_eq!(alert["annotations"]["summary"], "always on");
     assert!(alert["activeAt"].as_str().is_some() && alert["value"].as_str().is_some(), "{a}");
     let r = ok(&call(&c, "rules", json!({})).await);
     assert_eq!(r["groups"][0]["rules"][0]["health"], "ok", "{r}");
     let res = c.peer().list_all_resources().await.unwrap();
     assert!(res.iter().any(|r| r.uri == "toolwatch://rules/always.yml"), "{res:?}");
-    let file = c.peer().read_resource(rmcp::model::ReadResourceRequestParams::new("toolwatch://rules/always.yml")).await.unwrap();
+    let file = c
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("toolwatch://rules/always.yml"))
+        .await
+        .unwrap();
     assert!(serde_json::to_string(&file.contents).unwrap().contains("AlwaysOn"));
     let mut p = rmcp::model::GetPromptRequestParams::new("investigate_alert");
     p.arguments = Some(json!({"alertname": "AlwaysOn"}).as_object().unwrap().clone());
@@ -206,7 +221,9 @@ async fn own_telemetry_and_alerts_through_mcp() {
 
 fn header_of(resp: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(resp).to_string();
-    text.lines().find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase()))).map(|l| l.split_once(':').unwrap().1.trim().to_string())
+    text.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .map(|l| l.split_once(':').unwrap().1.trim().to_string())
 }
 
 /// A raw request returning the whole response head and body.
@@ -253,14 +270,33 @@ async fn tokens_origins_and_limits_guard_the_endpoints() {
     assert_eq!(http(&a, "GET", q, &[("Authorization", &bearer("read-secret"))], &[]).unwrap().0, 200);
     let body = common::remote_write_body(&[(vec![("__name__", "x")], vec![(now_ms(), 1.0)])]);
     let rw = |t: &str| {
-        http(&a, "POST", "/api/v1/write", &[("Authorization", &bearer(t)), ("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")], &body).unwrap().0
+        http(
+            &a,
+            "POST",
+            "/api/v1/write",
+            &[
+                ("Authorization", &bearer(t)),
+                ("Content-Encoding", "snappy"),
+                ("Content-Type", "application/x-protobuf"),
+            ],
+            &body,
+        )
+        .unwrap()
+        .0
     };
-    let (code, resp) = raw(&a, &format!("POST /api/v1/write HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer read-secret\r\n"), "");
+    let (code, resp) =
+        raw(&a, &format!("POST /api/v1/write HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer read-secret\r\n"), "");
     assert_eq!(code, 403, "{resp}");
     assert!(resp.contains("insufficient_scope") && resp.contains("\\\"write\\\""), "{resp}");
     assert_eq!(rw("write-secret"), 204);
-    assert_eq!(http(&a, "POST", "/api/v1/admin/flush", &[("Authorization", &bearer("write-secret"))], &[]).unwrap().0, 403);
-    assert_eq!(http(&a, "POST", "/api/v1/admin/flush", &[("Authorization", &bearer("admin-secret"))], &[]).unwrap().0, 200);
+    assert_eq!(
+        http(&a, "POST", "/api/v1/admin/flush", &[("Authorization", &bearer("write-secret"))], &[]).unwrap().0,
+        403
+    );
+    assert_eq!(
+        http(&a, "POST", "/api/v1/admin/flush", &[("Authorization", &bearer("admin-secret"))], &[]).unwrap().0,
+        200
+    );
 
     // /mcp: no token → 401; a read token works with rmcp's client; a foreign Origin → 403.
     let mcp_head = |extra: &str| {

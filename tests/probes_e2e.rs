@@ -30,7 +30,9 @@ fn value(addr: &str, q: &str) -> Option<f64> {
 }
 
 fn post(addr: &str, body: &Value) -> (u16, Value) {
-    let (code, b) = http(addr, "POST", "/api/v1/probes", &[("Content-Type", "application/json")], body.to_string().as_bytes()).unwrap();
+    let (code, b) =
+        http(addr, "POST", "/api/v1/probes", &[("Content-Type", "application/json")], body.to_string().as_bytes())
+            .unwrap();
     (code, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
@@ -55,7 +57,8 @@ fn pushed_results_become_series() {
     assert_eq!(info[0]["metric"]["protocol_version"], "2025-11-25");
     let states = query(a, "mcp_probe_state{target=\"search\"}");
     assert_eq!(states.len(), 5);
-    let up: Vec<&str> = states.iter().filter(|s| s["value"][1] == "1").map(|s| s["metric"]["state"].as_str().unwrap()).collect();
+    let up: Vec<&str> =
+        states.iter().filter(|s| s["value"][1] == "1").map(|s| s["metric"]["state"].as_str().unwrap()).collect();
     assert_eq!(up, ["up"]);
 
     // An array: the valid items are written, the invalid one not at all, and it is named.
@@ -71,7 +74,10 @@ fn pushed_results_become_series() {
     assert_eq!(body["accepted"], 2);
     assert!(query(a, "mcp_probe_success{target=\"broken\"}").is_empty(), "nothing of the invalid item");
     let state = |t: &str| -> String {
-        query(a, &format!("last_over_time(mcp_probe_state{{target=\"{t}\"}}[1y]) == 1"))[0]["metric"]["state"].as_str().unwrap().to_string()
+        query(a, &format!("last_over_time(mcp_probe_state{{target=\"{t}\"}}[1y]) == 1"))[0]["metric"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(state("files"), "auth_required");
     assert_eq!(state("db"), "timeout");
@@ -113,7 +119,8 @@ impl ServerHandler for Changing {
         _r: Option<PaginatedRequestParams>,
         _c: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools: Vec<Tool> = vec![serde_json::from_value(json!({"name": "search", "inputSchema": {"type": "object"}})).unwrap()];
+        let mut tools: Vec<Tool> =
+            vec![serde_json::from_value(json!({"name": "search", "inputSchema": {"type": "object"}})).unwrap()];
         if self.0.load(Ordering::SeqCst) {
             tools.push(serde_json::from_value(json!({"name": "fetch", "inputSchema": {"type": "object"}})).unwrap());
         }
@@ -163,7 +170,8 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     );
     let gate = |req: axum::extract::Request, next: axum::middleware::Next| async move {
         let h = req.headers();
-        let ok = h.get("authorization").is_some_and(|v| v == "Bearer s3cret") && h.get("x-tenant").is_some_and(|v| v == "a");
+        let ok =
+            h.get("authorization").is_some_and(|v| v == "Bearer s3cret") && h.get("x-tenant").is_some_and(|v| v == "a");
         if ok {
             next.run(req).await
         } else {
@@ -209,7 +217,9 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     tw.wait_ready(Duration::from_secs(30));
     let a = tw.addr.clone();
     let state_of = |t: &str| -> Option<String> {
-        query(&a, &format!("mcp_probe_state{{target=\"{t}\"}} == 1")).first().map(|r| r["metric"]["state"].as_str().unwrap().to_string())
+        query(&a, &format!("mcp_probe_state{{target=\"{t}\"}} == 1"))
+            .first()
+            .map(|r| r["metric"]["state"].as_str().unwrap().to_string())
     };
     let began = Instant::now();
     while ["self", "changing", "auth", "hang", "stopped", "garbage", "gated"].iter().any(|t| state_of(t).is_none()) {
@@ -235,9 +245,15 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     // toolwatch probing itself: the modern handshake, its eleven tools, the call timed.
     assert_eq!(value(&a, "mcp_probe_tools{target=\"self\"}"), Some(11.0));
     let info = query(&a, "mcp_probe_info{target=\"self\"}");
-    assert_eq!((info[0]["metric"]["protocol_version"].as_str(), info[0]["metric"]["server_name"].as_str()), (Some("2026-07-28"), Some("toolwatch")));
+    assert_eq!(
+        (info[0]["metric"]["protocol_version"].as_str(), info[0]["metric"]["server_name"].as_str()),
+        (Some("2026-07-28"), Some("toolwatch"))
+    );
     for phase in ["connect", "discover", "tools_list", "tool_call", "total"] {
-        assert!(value(&a, &format!("mcp_probe_duration_seconds{{target=\"self\",phase=\"{phase}\"}}")).is_some(), "phase {phase}");
+        assert!(
+            value(&a, &format!("mcp_probe_duration_seconds{{target=\"self\",phase=\"{phase}\"}}")).is_some(),
+            "phase {phase}"
+        );
     }
     // The legacy-only server: discover falls back to initialize.
     let info = query(&a, "mcp_probe_info{target=\"changing\"}");
@@ -290,8 +306,12 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     let c = ().serve_with_lifecycle(transport, ClientLifecycleMode::Initialize).await.unwrap();
     let r = c.peer().call_tool(rmcp::model::CallToolRequestParams::new("probe_status")).await.unwrap();
     let s = r.structured_content.expect("structured probe status");
-    let by: std::collections::HashMap<String, Value> =
-        s["targets"].as_array().unwrap().iter().map(|t| (t["target"].as_str().unwrap().to_string(), t.clone())).collect();
+    let by: std::collections::HashMap<String, Value> = s["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["target"].as_str().unwrap().to_string(), t.clone()))
+        .collect();
     assert_eq!(by.len(), 7, "{s}");
     assert_eq!(by["garbage"]["error"]["code"], "protocol_error");
     assert!(!by["garbage"]["error"]["message"].as_str().unwrap().is_empty(), "the reason is kept: {s}");

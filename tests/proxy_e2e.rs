@@ -42,7 +42,13 @@ struct Session {
 
 impl Session {
     fn start(args: &[&str]) -> Session {
-        let mut child = Command::new(BIN).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Session { child, stdin, stdout, transcript: Vec::new() }
@@ -76,7 +82,8 @@ impl Session {
 }
 
 fn query(addr: &str, q: &str) -> Vec<Value> {
-    let (code, body) = common::http(addr, "GET", &format!("/api/v1/query?query={}", common::urlencode(q)), &[], &[]).unwrap();
+    let (code, body) =
+        common::http(addr, "GET", &format!("/api/v1/query?query={}", common::urlencode(q)), &[], &[]).unwrap();
     assert_eq!(code, 200);
     serde_json::from_slice::<Value>(&body).unwrap()["data"]["result"].as_array().cloned().unwrap_or_default()
 }
@@ -98,7 +105,17 @@ fn stdio_proxy_relays_bytes_and_records_calls() {
     let mut direct = Session::start(&["mcp", "--data-dir", direct_dir.to_str().unwrap()]);
     let url = format!("http://{}", tw.addr);
     let mut proxied = Session::start(&[
-        "proxy", "--target", "demo", "--url", &url, "--interval", "1s", "--", BIN, "mcp", "--data-dir",
+        "proxy",
+        "--target",
+        "demo",
+        "--url",
+        &url,
+        "--interval",
+        "1s",
+        "--",
+        BIN,
+        "mcp",
+        "--data-dir",
         proxied_dir.to_str().unwrap(),
     ]);
     for (msg, answer) in script() {
@@ -109,7 +126,11 @@ fn stdio_proxy_relays_bytes_and_records_calls() {
     let (direct_bytes, _) = direct.finish();
     let (proxied_bytes, code) = proxied.finish();
     assert_eq!(code, Some(0), "the proxy exits with the server's status");
-    assert_eq!(String::from_utf8_lossy(&direct_bytes), String::from_utf8_lossy(&proxied_bytes), "every byte relayed as is");
+    assert_eq!(
+        String::from_utf8_lossy(&direct_bytes),
+        String::from_utf8_lossy(&proxied_bytes),
+        "every byte relayed as is"
+    );
     assert_eq!(direct_bytes.iter().filter(|b| **b == b'\n').count(), 7);
 
     // Three good calls, one isError, one JSON-RPC error — in toolwatch, for this target.
@@ -120,10 +141,24 @@ fn stdio_proxy_relays_bytes_and_records_calls() {
         query(&tw.addr, "mcp_tool_calls_total")
     );
     let ops = query(&tw.addr, "sum by (mcp_method_name, error_type, mcp_protocol_version, network_transport) (mcp_server_operation_duration_seconds_count{target=\"demo\"})");
-    let has = |m: &str, e: &str| ops.iter().any(|r| r["metric"]["mcp_method_name"] == m && r["metric"]["error_type"].as_str().unwrap_or("") == e);
-    assert!(has("initialize", "") && has("tools/list", "") && has("ping", "") && has("tools/call", "-32602") && has("tools/call", "tool_error"), "{ops:?}");
-    assert!(ops.iter().all(|r| r["metric"]["mcp_protocol_version"] == "2025-11-25" && r["metric"]["network_transport"] == "pipe"));
-    assert!(query(&tw.addr, "{__name__=~\".+\", target=\"demo\"}").iter().all(|r| !r.to_string().contains("1700000000")), "arguments never stored");
+    let has = |m: &str, e: &str| {
+        ops.iter().any(|r| r["metric"]["mcp_method_name"] == m && r["metric"]["error_type"].as_str().unwrap_or("") == e)
+    };
+    assert!(
+        has("initialize", "")
+            && has("tools/list", "")
+            && has("ping", "")
+            && has("tools/call", "-32602")
+            && has("tools/call", "tool_error"),
+        "{ops:?}"
+    );
+    assert!(ops
+        .iter()
+        .all(|r| r["metric"]["mcp_protocol_version"] == "2025-11-25" && r["metric"]["network_transport"] == "pipe"));
+    assert!(
+        query(&tw.addr, "{__name__=~\".+\", target=\"demo\"}").iter().all(|r| !r.to_string().contains("1700000000")),
+        "arguments never stored"
+    );
 
     // tool_health over MCP reports the proxied server's tools by target.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -132,7 +167,11 @@ fn stdio_proxy_relays_bytes_and_records_calls() {
         let t = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("http://{}/mcp", tw.addr));
         let c = ().serve_with_lifecycle(t, ClientLifecycleMode::Initialize).await.unwrap();
         let args = json!({"window": "5m"}).as_object().unwrap().clone();
-        let r = c.peer().call_tool(rmcp::model::CallToolRequestParams::new("tool_health").with_arguments(args)).await.unwrap();
+        let r = c
+            .peer()
+            .call_tool(rmcp::model::CallToolRequestParams::new("tool_health").with_arguments(args))
+            .await
+            .unwrap();
         r.structured_content.unwrap()
     });
     let q = health["tools"]
@@ -152,8 +191,20 @@ fn the_session_outlives_toolwatch_and_counts_what_it_dropped() {
     tw.wait_ready(Duration::from_secs(30));
     let up = dir.path().join("up");
     let mut s = Session::start(&[
-        "proxy", "--target", "demo", "--url", &format!("http://{addr}"), "--interval", "200ms", "--max-buffered", "2", "--",
-        BIN, "mcp", "--data-dir", up.to_str().unwrap(),
+        "proxy",
+        "--target",
+        "demo",
+        "--url",
+        &format!("http://{addr}"),
+        "--interval",
+        "200ms",
+        "--max-buffered",
+        "2",
+        "--",
+        BIN,
+        "mcp",
+        "--data-dir",
+        up.to_str().unwrap(),
     ]);
     let msgs = script();
     s.send(&msgs[0].0, true);

@@ -89,8 +89,20 @@ fn opt_num(o: &Map<String, Value>, k: &str) -> Result<Option<f64>, FieldError> {
 pub fn parse_result(v: &Value, now: i64) -> Result<ProbeResult, FieldError> {
     let o = v.as_object().ok_or_else(|| err("", "a probe result must be a JSON object"))?;
     const KNOWN: [&str; 14] = [
-        "target", "url", "timestamp", "success", "duration_seconds", "phases", "protocol_version", "server", "tools",
-        "schema_hash", "error", "http_status", "state", "schema_changed",
+        "target",
+        "url",
+        "timestamp",
+        "success",
+        "duration_seconds",
+        "phases",
+        "protocol_version",
+        "server",
+        "tools",
+        "schema_hash",
+        "error",
+        "http_status",
+        "state",
+        "schema_changed",
     ];
     if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(err(k, "unknown field (see docs/probes.md)"));
@@ -105,7 +117,10 @@ pub fn parse_result(v: &Value, now: i64) -> Result<ProbeResult, FieldError> {
     let timestamp = match o.get("timestamp") {
         None | Some(Value::Null) => now,
         Some(Value::Number(n)) => {
-            let s = n.as_f64().filter(|s| s.is_finite() && *s >= 0.0).ok_or_else(|| err("timestamp", "must be unix seconds >= 0"))?;
+            let s = n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| err("timestamp", "must be unix seconds >= 0"))?;
             (s * 1000.0).round() as i64
         }
         Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
@@ -244,10 +259,8 @@ impl ProbeSink {
             }
             st.last = Some(r.clone());
             for (name, extra, v) in series_of(r, st.changes) {
-                let mut labels: Vec<LabelRef<'_>> = vec![
-                    LabelRef { name: "__name__", value: name },
-                    LabelRef { name: "target", value: &r.target },
-                ];
+                let mut labels: Vec<LabelRef<'_>> =
+                    vec![LabelRef { name: "__name__", value: name }, LabelRef { name: "target", value: &r.target }];
                 labels.extend(extra.iter().map(|(n, v)| LabelRef { name: n, value: v }));
                 labels.sort_by(|a, b| a.name.cmp(b.name));
                 if let Err(e) = app.append(&labels, r.timestamp, v) {
@@ -319,7 +332,10 @@ mod tests {
         let st = |v: Value| parse_result(&v, 0).unwrap().state;
         assert_eq!(st(json!({"target": "a", "success": false, "http_status": 401})), "auth_required");
         assert_eq!(st(json!({"target": "a", "success": false, "error": {"code": "timeout"}})), "timeout");
-        assert_eq!(st(json!({"target": "a", "success": false, "error": {"code": -32600, "message": "x"}})), "protocol_error");
+        assert_eq!(
+            st(json!({"target": "a", "success": false, "error": {"code": -32600, "message": "x"}})),
+            "protocol_error"
+        );
         assert_eq!(st(json!({"target": "a", "success": false, "error": "refused"})), "down");
         assert_eq!(st(json!({"target": "a", "success": false, "state": "timeout"})), "timeout");
     }
@@ -366,7 +382,8 @@ pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize) -> axum::Router {
             Ok(v) => v,
             Err(e) => return bad(StatusCode::BAD_REQUEST, format!("body: not JSON: {e}"), Value::Null),
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let (items, is_array) = match &v {
             Value::Array(a) => (a.iter().collect::<Vec<_>>(), true),
             other => (vec![other], false),
@@ -377,7 +394,11 @@ pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize) -> axum::Router {
             match parse_result(item, now) {
                 Ok(r) => ok.push(r),
                 Err(e) => {
-                    let field = if is_array { format!("[{i}].{}", e.field).trim_end_matches('.').to_string() } else { e.field.clone() };
+                    let field = if is_array {
+                        format!("[{i}].{}", e.field).trim_end_matches('.').to_string()
+                    } else {
+                        e.field.clone()
+                    };
                     rejected.push(serde_json::json!({"index": i, "field": field, "error": e.message}));
                 }
             }

@@ -180,7 +180,8 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
                 .default_headers(hm)
                 .build()
                 .map_err(|e| ("protocol_error", "client".to_string(), e.to_string()))?;
-            let mut cfg = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone());
+            let mut cfg =
+                rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone());
             if let Some(tok) = bearer_token {
                 cfg = cfg.auth_header(tok.clone());
             }
@@ -192,7 +193,11 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
         }
         ProbeTransport::Stdio { command } => {
             let t = Instant::now();
-            let (prog, args) = command.split_first().ok_or(("protocol_error", "bad_command".to_string(), "empty command".to_string()))?;
+            let (prog, args) = command.split_first().ok_or((
+                "protocol_error",
+                "bad_command".to_string(),
+                "empty command".to_string(),
+            ))?;
             let spawn = || {
                 let mut cmd = tokio::process::Command::new(prog);
                 cmd.args(args).stderr(std::process::Stdio::null());
@@ -251,7 +256,11 @@ fn handshake_phase(r: &mut ProbeResult, c: &RunningService<RoleClient, ()>, t: I
     }
 }
 
-async fn after_handshake(spec: &ProbeSpec, r: &mut ProbeResult, c: &RunningService<RoleClient, ()>) -> Result<(), Failure> {
+async fn after_handshake(
+    spec: &ProbeSpec,
+    r: &mut ProbeResult,
+    c: &RunningService<RoleClient, ()>,
+) -> Result<(), Failure> {
     let t = Instant::now();
     let tools = c
         .peer()
@@ -286,7 +295,9 @@ fn host_port(url: &str) -> Result<String, String> {
     if authority.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']'));
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']'));
     Ok(if has_port { authority.to_string() } else { format!("{authority}:80") })
 }
 

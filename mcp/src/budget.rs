@@ -135,7 +135,9 @@ pub fn fit(v: &QueryValue, budget: &Budget, narrow: &str) -> QueryOutput {
             serde_json::json!({"metric": labels_map(labels), "values": values})
         };
         let size = item.to_string().len();
-        if full.len() + 1 > budget.max_series || points + pts.len() > budget.max_points || bytes + size > budget.max_bytes
+        if full.len() + 1 > budget.max_series
+            || points + pts.len() > budget.max_points
+            || bytes + size > budget.max_bytes
         {
             out.truncated = true;
             // This series did not fit; it is summarized with the rest.

@@ -97,7 +97,8 @@ fn braces(a: &str, b: &str) -> String {
 /// and each quantile.
 pub fn queries(s: &HealthSource, window: &str, tool: Option<&str>) -> Vec<(&'static str, String)> {
     let tool_m = tool.map(|t| format!("{}={}", s.tool_label, serde_json::Value::from(t))).unwrap_or_default();
-    let sel = [s.selector.as_str(), tool_m.as_str()].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join(", ");
+    let sel =
+        [s.selector.as_str(), tool_m.as_str()].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join(", ");
     let by = format!("{}, {GROUP}", s.tool_label);
     let mut q = vec![
         ("calls", format!("sum by ({by}) (rate({}{}[{window}]))", s.calls, braces(&sel, ""))),
@@ -122,10 +123,7 @@ type Key = (String, BTreeMap<String, String>);
 
 fn key(s: &HealthSource, l: &Labels) -> Key {
     let tool = l.get(&s.tool_label).unwrap_or("").to_string();
-    let extra = ["job", "target"]
-        .iter()
-        .filter_map(|n| l.get(n).map(|v| (n.to_string(), v.to_string())))
-        .collect();
+    let extra = ["job", "target"].iter().filter_map(|n| l.get(n).map(|v| (n.to_string(), v.to_string()))).collect();
     (tool, extra)
 }
 

@@ -114,7 +114,11 @@ async fn http_answers(
             "id": null,
             "error": {"code": -32600, "message": format!("request body exceeds mcp.max_request_body_bytes ({limit} bytes)")},
         });
-        return (StatusCode::PAYLOAD_TOO_LARGE, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
             .into_response();
     }
     resp

@@ -75,7 +75,11 @@ impl ProxyMetrics {
             m.operations.clone(),
         );
         r.register("mcp_tool_calls", "MCP tool calls relayed by the toolwatch proxy, by outcome", m.tool_calls.clone());
-        r.register("mcp_tool_latency_seconds", "MCP tool call latency seen by the toolwatch proxy", m.tool_latency.clone());
+        r.register(
+            "mcp_tool_latency_seconds",
+            "MCP tool call latency seen by the toolwatch proxy",
+            m.tool_latency.clone(),
+        );
         r.register(
             "mcp_proxy_message_bytes",
             "Sizes of relayed MCP requests and responses (contents are never stored)",
@@ -106,7 +110,13 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(target: &str, transport: &'static str, metrics: ProxyMetrics) -> Observer {
-        Observer { target: target.to_string(), transport, metrics, protocol_version: String::new(), pending: HashMap::new() }
+        Observer {
+            target: target.to_string(),
+            transport,
+            metrics,
+            protocol_version: String::new(),
+            pending: HashMap::new(),
+        }
     }
 
     /// A message from the client (one line on stdio, one POST body on HTTP).
@@ -128,13 +138,20 @@ impl Observer {
     }
 
     fn malformed(&self, direction: &str) {
-        self.metrics.malformed.get_or_create(&TargetLabels { target: self.target.clone(), direction: direction.into() }).inc();
+        self.metrics
+            .malformed
+            .get_or_create(&TargetLabels { target: self.target.clone(), direction: direction.into() })
+            .inc();
     }
 
     fn size(&self, method: &str, direction: &str, n: usize) {
         self.metrics
             .message_bytes
-            .get_or_create(&SizeLabels { target: self.target.clone(), mcp_method_name: method.into(), direction: direction.into() })
+            .get_or_create(&SizeLabels {
+                target: self.target.clone(),
+                mcp_method_name: method.into(),
+                direction: direction.into(),
+            })
             .observe(n as f64);
     }
 
@@ -193,7 +210,10 @@ impl Observer {
             };
             let t = CallLabels { target: self.target.clone(), tool: p.tool.clone(), status: status.into() };
             self.metrics.tool_calls.get_or_create(&t).inc();
-            self.metrics.tool_latency.get_or_create(&ToolLabels { target: self.target.clone(), tool: p.tool.clone() }).observe(secs);
+            self.metrics
+                .tool_latency
+                .get_or_create(&ToolLabels { target: self.target.clone(), tool: p.tool.clone() })
+                .observe(secs);
         }
         self.metrics
             .operations
@@ -242,7 +262,9 @@ mod tests {
         let mut reg = Registry::default();
         let m = ProxyMetrics::register(&mut reg);
         let mut o = Observer::new("demo", "pipe", m);
-        o.client_message(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
+        o.client_message(
+            br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#,
+        );
         o.server_message(br#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25"}}"#);
         o.client_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         o.client_message(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"secret"}}},{"jsonrpc":"2.0","id":"1","method":"tools/call","params":{"name":"fetch"}}]"#);

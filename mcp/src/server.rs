@@ -45,7 +45,11 @@ large answers are cut to a budget with per-series summaries and a hint. \
 Example: {\"query\": \"sum by (tool) (rate(mcp_tool_calls_total[5m]))\"}",
         annotations(title = "PromQL instant query", read_only_hint = true, open_world_hint = false)
     )]
-    async fn query(&self, Parameters(a): Parameters<QueryArgs>, ct: CancellationToken) -> Result<Json<crate::budget::QueryOutput>, CallToolResult> {
+    async fn query(
+        &self,
+        Parameters(a): Parameters<QueryArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<crate::budget::QueryOutput>, CallToolResult> {
         out(self.b.query(a, &ct).await)
     }
 
@@ -68,7 +72,11 @@ Example: {\"query\": \"histogram_quantile(0.95, sum by (le, tool) (rate(mcp_tool
 series count; filter by substring or regex, paginate with cursor. Example: {\"filter\": \"mcp_tool\"}",
         annotations(title = "List metrics", read_only_hint = true, open_world_hint = false)
     )]
-    async fn list_metrics(&self, Parameters(a): Parameters<ListMetricsArgs>, ct: CancellationToken) -> Result<Json<ListMetricsOutput>, CallToolResult> {
+    async fn list_metrics(
+        &self,
+        Parameters(a): Parameters<ListMetricsArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<ListMetricsOutput>, CallToolResult> {
         out(self.b.list_metrics(a, &ct).await)
     }
 
@@ -77,7 +85,11 @@ series count; filter by substring or regex, paginate with cursor. Example: {\"fi
 Example: {\"match\": [\"mcp_tool_calls_total\"]}",
         annotations(title = "Label names", read_only_hint = true, open_world_hint = false)
     )]
-    async fn label_names(&self, Parameters(a): Parameters<LabelsArgs>, ct: CancellationToken) -> Result<Json<StringsOutput>, CallToolResult> {
+    async fn label_names(
+        &self,
+        Parameters(a): Parameters<LabelsArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<StringsOutput>, CallToolResult> {
         out(self.b.label_names(a, &ct).await)
     }
 
@@ -86,7 +98,11 @@ Example: {\"match\": [\"mcp_tool_calls_total\"]}",
 time range. Example: {\"label\": \"tool\", \"match\": [\"mcp_tool_calls_total\"]}",
         annotations(title = "Label values", read_only_hint = true, open_world_hint = false)
     )]
-    async fn label_values(&self, Parameters(a): Parameters<LabelValuesArgs>, ct: CancellationToken) -> Result<Json<StringsOutput>, CallToolResult> {
+    async fn label_values(
+        &self,
+        Parameters(a): Parameters<LabelValuesArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<StringsOutput>, CallToolResult> {
         out(self.b.label_values(a, &ct).await)
     }
 
@@ -95,7 +111,11 @@ time range. Example: {\"label\": \"tool\", \"match\": [\"mcp_tool_calls_total\"]
 Example: {\"match\": [\"mcp_tool_calls_total{status=\\\"error\\\"}\"], \"limit\": 20}",
         annotations(title = "Find series", read_only_hint = true, open_world_hint = false)
     )]
-    async fn series(&self, Parameters(a): Parameters<SeriesArgs>, ct: CancellationToken) -> Result<Json<SeriesOutput>, CallToolResult> {
+    async fn series(
+        &self,
+        Parameters(a): Parameters<SeriesArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<SeriesOutput>, CallToolResult> {
         out(self.b.series(a, &ct).await)
     }
 
@@ -106,7 +126,11 @@ mcp_tool_latency_seconds and OpenTelemetry's mcp_server_operation_duration_secon
 Example: {\"window\": \"1h\"} or {\"tool\": \"search\", \"window\": \"15m\"}",
         annotations(title = "Tool health", read_only_hint = true, open_world_hint = false)
     )]
-    async fn tool_health(&self, Parameters(a): Parameters<ToolHealthArgs>, ct: CancellationToken) -> Result<Json<ToolHealthOutput>, CallToolResult> {
+    async fn tool_health(
+        &self,
+        Parameters(a): Parameters<ToolHealthArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<ToolHealthOutput>, CallToolResult> {
         out(self.b.tool_health(a, &ct).await)
     }
 
@@ -134,7 +158,11 @@ protocol_error, timeout), success, duration, tool count, schema changes, server 
 Example: {\"target\": \"search\"}",
         annotations(title = "Probe status", read_only_hint = true, open_world_hint = false)
     )]
-    async fn probe_status(&self, Parameters(a): Parameters<ProbeStatusArgs>, ct: CancellationToken) -> Result<Json<ProbeStatusOutput>, CallToolResult> {
+    async fn probe_status(
+        &self,
+        Parameters(a): Parameters<ProbeStatusArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<ProbeStatusOutput>, CallToolResult> {
         out(self.b.probe_status(a, &ct).await)
     }
 
@@ -143,7 +171,11 @@ Example: {\"target\": \"search\"}",
 Example: {\"limit\": 5}",
         annotations(title = "TSDB status", read_only_hint = true, open_world_hint = false)
     )]
-    async fn tsdb_status(&self, Parameters(a): Parameters<TsdbStatusArgs>, ct: CancellationToken) -> Result<Json<TsdbStatusOutput>, CallToolResult> {
+    async fn tsdb_status(
+        &self,
+        Parameters(a): Parameters<TsdbStatusArgs>,
+        ct: CancellationToken,
+    ) -> Result<Json<TsdbStatusOutput>, CallToolResult> {
         out(self.b.tsdb_status(a, &ct).await)
     }
 }
@@ -240,7 +272,15 @@ impl ToolwatchMcp {
             };
             let labels = self
                 .b
-                .label_names(LabelsArgs { matchers: vec![format!("{{__name__={:?}}}", name)], start: None, end: None, limit: Some(100) }, ct)
+                .label_names(
+                    LabelsArgs {
+                        matchers: vec![format!("{{__name__={:?}}}", name)],
+                        start: None,
+                        end: None,
+                        limit: Some(100),
+                    },
+                    ct,
+                )
                 .await
                 .map_err(failed)?;
             return Ok(json(serde_json::json!({"metric": info, "labels": labels.values})));
@@ -278,15 +318,25 @@ impl ToolwatchMcp {
         .expect("prompts")
     }
 
-    fn prompt(&self, name: &str, args: &serde_json::Map<String, serde_json::Value>) -> Result<GetPromptResult, McpError> {
+    fn prompt(
+        &self,
+        name: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<GetPromptResult, McpError> {
         let arg = |k: &str| args.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let need = |k: &str| arg(k).ok_or_else(|| McpError::invalid_params(format!("prompt {name} needs argument {k:?}"), None));
+        let need = |k: &str| {
+            arg(k).ok_or_else(|| McpError::invalid_params(format!("prompt {name} needs argument {k:?}"), None))
+        };
         let text = match name {
             "investigate_alert" => {
                 let alert = need("alertname")?;
                 let rule = self.b.rules.as_ref().and_then(|r| {
                     let v = r.rules_json(Some("alert")).ok()?;
-                    v["groups"].as_array()?.iter().flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default()).find(|r| r["name"] == alert.as_str())
+                    v["groups"]
+                        .as_array()?
+                        .iter()
+                        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                        .find(|r| r["name"] == alert.as_str())
                 });
                 let rule_text = match &rule {
                     Some(r) => format!(
@@ -297,7 +347,9 @@ impl ToolwatchMcp {
                         r["health"].as_str().unwrap_or(""),
                         serde_json::to_string_pretty(&r["alerts"]).unwrap_or_default()
                     ),
-                    None => format!("No alerting rule named {alert:?} is loaded; call the rules tool to see which are."),
+                    None => {
+                        format!("No alerting rule named {alert:?} is loaded; call the rules tool to see which are.")
+                    }
                 };
                 format!(
                     "Investigate the alert {alert:?}.\n{rule_text}\n\nSteps: 1) call alerts to see its labels and value; \
@@ -396,7 +448,9 @@ impl ServerHandler for ToolwatchMcp {
             "server/discover",
             "",
             v,
-            async { Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info())) },
+            async {
+                Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
+            },
             |_| None,
         )
         .await

@@ -43,7 +43,11 @@ impl McpMetrics {
             "Duration of MCP requests served by toolwatch (OpenTelemetry mcp.server.operation.duration)",
             operations.clone(),
         );
-        registry.register("toolwatch_mcp_tool_calls", "MCP tool calls served by toolwatch, by outcome", tool_calls.clone());
+        registry.register(
+            "toolwatch_mcp_tool_calls",
+            "MCP tool calls served by toolwatch, by outcome",
+            tool_calls.clone(),
+        );
         McpMetrics { operations, tool_calls }
     }
 

@@ -309,7 +309,8 @@ impl Backend {
         match arg.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(max),
             Some(s) => {
-                let d = toolwatch_query::time::parse_duration(s).map_err(|e| ToolError(format!("invalid timeout: {e}")))?;
+                let d =
+                    toolwatch_query::time::parse_duration(s).map_err(|e| ToolError(format!("invalid timeout: {e}")))?;
                 Ok(d.min(max))
             }
         }
@@ -338,7 +339,10 @@ impl Backend {
         kind: &'static str,
         timeout: Duration,
         ct: &CancellationToken,
-        f: impl FnOnce(&toolwatch_query::Engine, &toolwatch_query::QueryControl) -> Result<(QueryValue, toolwatch_query::QueryStats), QueryError>
+        f: impl FnOnce(
+                &toolwatch_query::Engine,
+                &toolwatch_query::QueryControl,
+            ) -> Result<(QueryValue, toolwatch_query::QueryStats), QueryError>
             + Send
             + 'static,
     ) -> Result<QueryValue, QueryError> {
@@ -351,7 +355,11 @@ impl Backend {
     }
 
     fn db(&self) -> ToolResult<toolwatch_storage::Db> {
-        self.query.db.get().cloned().ok_or_else(|| ToolError("toolwatch is starting (WAL replay in progress); try again shortly".into()))
+        self.query
+            .db
+            .get()
+            .cloned()
+            .ok_or_else(|| ToolError("toolwatch is starting (WAL replay in progress); try again shortly".into()))
     }
 
     /// For an empty answer: the metric names the query uses that have no series at all, each
@@ -498,7 +506,11 @@ impl Backend {
 
     fn sets(&self, matchers: &[String]) -> ToolResult<Vec<Vec<Matcher>>> {
         let refs: Vec<&str> = matchers.iter().map(String::as_str).collect();
-        selector_sets(&refs).map_err(|e| ToolError(format!("invalid series selector: {e}\nHint: a selector looks like mcp_tool_calls_total{{tool=\"search\"}}")))
+        selector_sets(&refs).map_err(|e| {
+            ToolError(format!(
+                "invalid series selector: {e}\nHint: a selector looks like mcp_tool_calls_total{{tool=\"search\"}}"
+            ))
+        })
     }
 
     pub async fn label_names(&self, a: LabelsArgs, ct: &CancellationToken) -> ToolResult<StringsOutput> {
@@ -507,7 +519,11 @@ impl Backend {
         let v = self
             .run(self.opts.tool_timeout, ct, move |e, _| {
                 let q = e.db().querier(start, end);
-                Ok(if sets.is_empty() { q.label_names(&[]) } else { sets.iter().flat_map(|m| q.label_names(m)).collect() })
+                Ok(if sets.is_empty() {
+                    q.label_names(&[])
+                } else {
+                    sets.iter().flat_map(|m| q.label_names(m)).collect()
+                })
             })
             .await
             .map_err(|e| ToolError(e.to_string()))?;
@@ -533,7 +549,9 @@ impl Backend {
             .await
             .map_err(|e| ToolError(e.to_string()))?;
         if v.is_empty() {
-            let names = self.label_names(LabelsArgs { matchers: a.matchers, start: a.start, end: a.end, limit: Some(1000) }, ct).await?;
+            let names = self
+                .label_names(LabelsArgs { matchers: a.matchers, start: a.start, end: a.end, limit: Some(1000) }, ct)
+                .await?;
             if !names.values.contains(&a.label) {
                 let near = closest(&a.label, names.values.iter().map(String::as_str), 5);
                 return Err(ToolError(format!(
@@ -607,8 +625,12 @@ impl Backend {
             _ = ct.cancelled() => return Err(ToolError("canceled".into())),
         };
         let note = tools.is_empty().then(|| {
-            let looked: Vec<String> =
-                self.opts.health_sources.iter().map(|s| format!("{} (tool label {:?})", s.calls, s.tool_label)).collect();
+            let looked: Vec<String> = self
+                .opts
+                .health_sources
+                .iter()
+                .map(|s| format!("{} (tool label {:?})", s.calls, s.tool_label))
+                .collect();
             format!(
                 "no tool calls in the last two {window} windows{}; looked for {}",
                 a.tool.as_ref().map(|t| format!(" for tool {t:?}")).unwrap_or_default(),
@@ -645,7 +667,11 @@ impl Backend {
     }
 
     pub async fn probe_status(&self, a: ProbeStatusArgs, ct: &CancellationToken) -> ToolResult<ProbeStatusOutput> {
-        let sel = a.target.as_ref().map(|t| format!("{{target={}}}", serde_json::Value::from(t.as_str()))).unwrap_or_default();
+        let sel = a
+            .target
+            .as_ref()
+            .map(|t| format!("{{target={}}}", serde_json::Value::from(t.as_str())))
+            .unwrap_or_default();
         let t = now_ms();
         let mut by: BTreeMap<String, ProbeTarget> = BTreeMap::new();
         let fetch = |q: String| self.rows(q, t, ct);

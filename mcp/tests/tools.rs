@@ -1,7 +1,9 @@
 //! The MCP server in process: rmcp's own client talks to `ToolwatchMcp` over an in-memory pipe
 //! in both protocol eras, against a real store filled with known samples.
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientRequest, GetPromptRequestParams, ReadResourceRequestParams};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, GetPromptRequestParams, ReadResourceRequestParams,
+};
 use rmcp::service::{PeerRequestOptions, RunningService};
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{json, Value};
@@ -52,11 +54,27 @@ fn fixture(opts: McpOptions, slow: bool) -> Fixture {
         let t = now - 20 * 60_000 + i * 15_000;
         let secs = (i * 15) as f64;
         for (tool, ok, err, le) in tools {
-            put(&[("__name__", "mcp_tool_calls_total"), ("job", "demo"), ("status", "ok"), ("tool", tool)], t, ok * secs);
-            put(&[("__name__", "mcp_tool_calls_total"), ("job", "demo"), ("status", "error"), ("tool", tool)], t, err * secs);
+            put(
+                &[("__name__", "mcp_tool_calls_total"), ("job", "demo"), ("status", "ok"), ("tool", tool)],
+                t,
+                ok * secs,
+            );
+            put(
+                &[("__name__", "mcp_tool_calls_total"), ("job", "demo"), ("status", "error"), ("tool", tool)],
+                t,
+                err * secs,
+            );
             for b in ["0.05", "0.1", "0.5", "+Inf"] {
-                let n = if b.parse::<f64>().unwrap_or(f64::INFINITY) >= le.parse::<f64>().unwrap() { (ok + err) * secs } else { 0.0 };
-                put(&[("__name__", "mcp_tool_latency_seconds_bucket"), ("job", "demo"), ("le", b), ("tool", tool)], t, n);
+                let n = if b.parse::<f64>().unwrap_or(f64::INFINITY) >= le.parse::<f64>().unwrap() {
+                    (ok + err) * secs
+                } else {
+                    0.0
+                };
+                put(
+                    &[("__name__", "mcp_tool_latency_seconds_bucket"), ("job", "demo"), ("le", b), ("tool", tool)],
+                    t,
+                    n,
+                );
             }
         }
         for w in 0..30 {
@@ -148,8 +166,17 @@ async fn every_tool_answers_in_both_eras() {
         assert_eq!(
             names,
             [
-                "alerts", "label_names", "label_values", "list_metrics", "probe_status", "query", "query_range", "rules",
-                "series", "tool_health", "tsdb_status"
+                "alerts",
+                "label_names",
+                "label_values",
+                "list_metrics",
+                "probe_status",
+                "query",
+                "query_range",
+                "rules",
+                "series",
+                "tool_health",
+                "tsdb_status"
             ],
             "{era}"
         );
@@ -166,7 +193,12 @@ async fn every_tool_answers_in_both_eras() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| (r["metric"]["tool"].as_str().unwrap().to_string(), (r["value"][1].as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() / 1e6))
+            .map(|r| {
+                (
+                    r["metric"]["tool"].as_str().unwrap().to_string(),
+                    (r["value"][1].as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() / 1e6,
+                )
+            })
             .collect();
         rates.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(rates, [("fetch".to_string(), 1.0), ("list".into(), 4.0), ("search".into(), 3.0)], "{era}");
@@ -191,7 +223,10 @@ async fn every_tool_answers_in_both_eras() {
         let v = ok(&call(&c, "label_values", json!({"label": "tool", "match": ["mcp_tool_calls_total"]})).await);
         assert_eq!(v["values"], json!(["fetch", "list", "search"]));
         let v = ok(&call(&c, "label_values", json!({"label": "w", "limit": 3})).await);
-        assert_eq!((v["values"].as_array().unwrap().len(), v["total"].as_u64(), v["truncated"].as_bool()), (3, Some(30), Some(true)));
+        assert_eq!(
+            (v["values"].as_array().unwrap().len(), v["total"].as_u64(), v["truncated"].as_bool()),
+            (3, Some(30), Some(true))
+        );
         let s = ok(&call(&c, "series", json!({"match": ["mcp_tool_calls_total{tool=\"search\"}"]})).await);
         assert_eq!(s["total"], 2);
         assert_eq!(s["series"][0]["status"], "error");
@@ -238,7 +273,10 @@ async fn errors_an_agent_can_act_on() {
         let r = call(&c, "query", json!({"query": "sum(rate(mcp_tool_call_total[5m]))"})).await;
         assert_eq!(r.is_error, Some(true));
         let t = text(&r);
-        assert!(t.contains("\"mcp_tool_call_total\" does not exist") && t.contains("closest: mcp_tool_calls_total"), "{t}");
+        assert!(
+            t.contains("\"mcp_tool_call_total\" does not exist") && t.contains("closest: mcp_tool_calls_total"),
+            "{t}"
+        );
 
         let r = call(&c, "label_values", json!({"label": "tol"})).await;
         assert!(text(&r).contains("closest label names: tool"), "{}", text(&r));
@@ -254,7 +292,9 @@ async fn errors_an_agent_can_act_on() {
         }
         let e = c
             .peer()
-            .call_tool(CallToolRequestParams::new("query").with_arguments(json!({"query": 5}).as_object().unwrap().clone()))
+            .call_tool(
+                CallToolRequestParams::new("query").with_arguments(json!({"query": 5}).as_object().unwrap().clone()),
+            )
             .await
             .unwrap_err();
         match e {
@@ -270,7 +310,8 @@ async fn errors_an_agent_can_act_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_answers_are_cut_to_the_budget() {
-    let opts = McpOptions { budget: Budget { max_series: 5, max_points: 1000, max_bytes: 1 << 20 }, ..Default::default() };
+    let opts =
+        McpOptions { budget: Budget { max_series: 5, max_points: 1000, max_bytes: 1 << 20 }, ..Default::default() };
     let f = fixture(opts, false);
     let c = connect(&f.backend, ClientLifecycleMode::Initialize).await;
     let r = ok(&call(&c, "query_range", json!({"query": "wide", "start": "now-5m", "step": "1m"})).await);
@@ -288,7 +329,10 @@ async fn big_answers_are_cut_to_the_budget() {
     assert_eq!(r["truncated"], false);
     // The list tools stay within the same budget.
     let s = ok(&call(&c, "series", json!({"match": ["wide"], "limit": 1000})).await);
-    assert_eq!((s["series"].as_array().unwrap().len(), s["total"].as_u64(), s["truncated"].as_bool()), (5, Some(30), Some(true)));
+    assert_eq!(
+        (s["series"].as_array().unwrap().len(), s["total"].as_u64(), s["truncated"].as_bool()),
+        (5, Some(30), Some(true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +392,8 @@ async fn cancellation_stops_the_query() {
     let canceled = || {
         let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, &f.registry.lock()).unwrap();
-        s.lines().any(|l| l.starts_with("toolwatch_queries_total") && l.contains("result=\"canceled\"") && l.ends_with(" 1"))
+        s.lines()
+            .any(|l| l.starts_with("toolwatch_queries_total") && l.contains("result=\"canceled\"") && l.ends_with(" 1"))
     };
     while !canceled() {
         assert!(began.elapsed() < Duration::from_secs(10), "query not counted as canceled");
@@ -392,12 +437,22 @@ async fn timeouts_name_the_limit() {
     let f = fixture(opts, true);
     let c = connect(&f.backend, ClientLifecycleMode::Initialize).await;
     let began = Instant::now();
-    let r = call(&c, "query_range", json!({"query": "quantile_over_time(0.5, slow[1d])", "start": "now-20h", "step": "7s"})).await;
+    let r = call(
+        &c,
+        "query_range",
+        json!({"query": "quantile_over_time(0.5, slow[1d])", "start": "now-20h", "step": "7s"}),
+    )
+    .await;
     assert_eq!(r.is_error, Some(true));
     let t = text(&r);
     assert!(t.contains("timed out") && t.contains("mcp.tool_timeout") && t.contains("narrow"), "{t}");
     assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
     // A shorter per-call timeout applies too.
-    let r = call(&c, "query_range", json!({"query": "quantile_over_time(0.5, slow[1d])", "start": "now-20h", "step": "7s", "timeout": "50ms"})).await;
+    let r = call(
+        &c,
+        "query_range",
+        json!({"query": "quantile_over_time(0.5, slow[1d])", "start": "now-20h", "step": "7s", "timeout": "50ms"}),
+    )
+    .await;
     assert!(text(&r).contains("limit: 50ms"), "{}", text(&r));
 }

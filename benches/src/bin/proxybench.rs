@@ -10,7 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn session(bin: &str, args: &[String], calls: usize) -> Vec<f64> {
-    let mut child = Command::new(bin).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut w = child.stdin.take().unwrap();
     let mut r = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -22,11 +28,18 @@ fn session(bin: &str, args: &[String], calls: usize) -> Vec<f64> {
         r.read_line(&mut line).unwrap();
         t.elapsed().as_secs_f64() * 1e6
     };
-    rt(&mut w, r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#, &mut r);
+    rt(
+        &mut w,
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#,
+        &mut r,
+    );
     writeln!(w, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#).unwrap();
     let mut out = Vec::with_capacity(calls);
     for i in 0..calls {
-        let msg = format!(r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"query","arguments":{{"query":"1","time":"1700000000"}}}}}}"#, i + 1);
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"query","arguments":{{"query":"1","time":"1700000000"}}}}}}"#,
+            i + 1
+        );
         out.push(rt(&mut w, &msg, &mut r));
     }
     drop(w);
@@ -53,8 +66,16 @@ fn main() {
         let p = session(
             &bin,
             &[
-                "proxy".into(), "--target".into(), "bench".into(), "--url".into(), "http://127.0.0.1:9".into(), "--".into(),
-                bin.clone(), "mcp".into(), "--data-dir".into(), data(&format!("p{round}")),
+                "proxy".into(),
+                "--target".into(),
+                "bench".into(),
+                "--url".into(),
+                "http://127.0.0.1:9".into(),
+                "--".into(),
+                bin.clone(),
+                "mcp".into(),
+                "--data-dir".into(),
+                data(&format!("p{round}")),
             ],
             calls,
         );
