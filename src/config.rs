@@ -36,6 +36,9 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     /// Probes running at once, across all targets.
     pub probe_concurrency: usize,
+    /// MCP servers relayed through toolwatch's listener (Streamable HTTP reverse proxy), each
+    /// tool call recorded.
+    pub proxies: Vec<ProxyConfig>,
     /// Directory of the config file; relative `rule_files` are resolved against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -60,6 +63,7 @@ impl Default for Config {
             self_monitoring: SelfMonitoringConfig::default(),
             probes: Vec::new(),
             probe_concurrency: 4,
+            proxies: Vec::new(),
             config_dir: PathBuf::from("."),
         }
     }
@@ -404,6 +408,40 @@ pub struct ProbeCall {
     pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub target: String,
+    /// Where it is mounted; `/proxy/<target>/mcp` when empty.
+    #[serde(default)]
+    pub path: String,
+    /// The MCP server's Streamable HTTP endpoint (`http://…/mcp`).
+    pub upstream: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub bearer_token: String,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+}
+
+/// Never prints the bearer token or header values (they may hold credentials).
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("target", &self.target)
+            .field("path", &self.path)
+            .field("upstream", &self.upstream)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn default_probe_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -473,6 +511,13 @@ impl Config {
             }
             toolwatch_ingest::prober::validate(&spec)
                 .map_err(|e| anyhow::anyhow!("probes[{i}] ({:?}): {e}", p.target))?;
+        }
+        let mut paths = std::collections::HashSet::new();
+        for (i, t) in self.proxy_targets().iter().enumerate() {
+            toolwatch_mcp::proxy_http::validate(t).map_err(|e| anyhow::anyhow!("proxies[{i}] ({:?}): {e}", t.target))?;
+            if !paths.insert(t.path.clone()) {
+                bail!("proxies[{i}] ({:?}): path {} is used by another proxy", t.target, t.path);
+            }
         }
         if self.http.rate_limit.requests_per_second < 0.0 {
             bail!("http.rate_limit.requests_per_second must not be negative");
@@ -566,6 +611,20 @@ impl Config {
                 interval: p.interval,
                 timeout: p.timeout,
                 call: p.call.as_ref().map(|c| (c.tool.clone(), c.arguments.clone())),
+            })
+            .collect()
+    }
+
+    pub fn proxy_targets(&self) -> Vec<toolwatch_mcp::proxy_http::ProxyTarget> {
+        self.proxies
+            .iter()
+            .map(|p| toolwatch_mcp::proxy_http::ProxyTarget {
+                target: p.target.clone(),
+                path: if p.path.is_empty() { format!("/proxy/{}/mcp", p.target) } else { p.path.clone() },
+                upstream: p.upstream.clone(),
+                headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
+                connect_timeout: p.connect_timeout,
             })
             .collect()
     }

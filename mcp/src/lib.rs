@@ -15,6 +15,7 @@ pub mod budget;
 pub mod health;
 pub mod hints;
 pub mod proxy;
+pub mod proxy_http;
 pub mod server;
 pub mod telemetry;
 pub mod tools;

@@ -43,6 +43,11 @@ pub struct SizeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
     pub direction: String,
@@ -58,6 +63,7 @@ pub struct ProxyMetrics {
     pub tool_latency: Family<ToolLabels, Histogram>,
     pub message_bytes: Family<SizeLabels, Histogram>,
     pub malformed: Family<TargetLabels, Counter>,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -68,6 +74,7 @@ impl ProxyMetrics {
             tool_latency: Family::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied())),
             message_bytes: Family::new_with_constructor(|| Histogram::new(exponential_buckets(64.0, 4.0, 10))),
             malformed: Family::default(),
+            upstream_errors: Family::default(),
         };
         r.register(
             "mcp_server_operation_duration_seconds",
@@ -86,6 +93,11 @@ impl ProxyMetrics {
             m.message_bytes.clone(),
         );
         r.register("mcp_proxy_malformed_messages", "Relayed messages that were not JSON-RPC", m.malformed.clone());
+        r.register(
+            "mcp_proxy_upstream_errors",
+            "Exchanges the HTTP proxy could not complete with the upstream MCP server (unreachable or broken off)",
+            m.upstream_errors.clone(),
+        );
         m
     }
 }
@@ -117,6 +129,12 @@ impl Observer {
             protocol_version: String::new(),
             pending: HashMap::new(),
         }
+    }
+
+    /// The version an HTTP client names in `MCP-Protocol-Version` (it sends it on every request
+    /// after `initialize`, so a per-request observer knows the session's version).
+    pub fn set_protocol_version(&mut self, v: &str) {
+        self.protocol_version = v.to_string();
     }
 
     /// A message from the client (one line on stdio, one POST body on HTTP).
