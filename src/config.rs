@@ -514,7 +514,8 @@ impl Config {
         }
         let mut paths = std::collections::HashSet::new();
         for (i, t) in self.proxy_targets().iter().enumerate() {
-            toolwatch_mcp::proxy_http::validate(t).map_err(|e| anyhow::anyhow!("proxies[{i}] ({:?}): {e}", t.target))?;
+            toolwatch_mcp::proxy_http::validate(t)
+                .map_err(|e| anyhow::anyhow!("proxies[{i}] ({:?}): {e}", t.target))?;
             if !paths.insert(t.path.clone()) {
                 bail!("proxies[{i}] ({:?}): path {} is used by another proxy", t.target, t.path);
             }

@@ -37,6 +37,22 @@ fn python_mcp_available() -> bool {
     ok
 }
 
+/// Calls of the `query` tool through a proxy, by outcome.
+fn outcomes(addr: &str, target: &str) -> Vec<(String, String)> {
+    let q =
+        common::urlencode(&format!("sum by (status) (mcp_tool_calls_total{{target=\"{target}\", tool=\"query\"}})"));
+    let (_, body) = common::http(addr, "GET", &format!("/api/v1/query?query={q}"), &[], &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut got: Vec<(String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["metric"]["status"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    got
+}
+
 fn run_client(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mcp_client.py");
     let out = Command::new("python3").arg(script).args(args).output().expect("running python3");
@@ -53,7 +69,13 @@ fn python_client_over_http_and_stdio() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut tw = Server::start(&dir.path().join("tw"), &[]);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let cfg = dir.path().join("toolwatch.yml");
+    let proxies =
+        format!("self_monitoring: {{interval: 1s}}\nproxies: [{{target: pyhttp, upstream: \"http://{addr}/mcp\"}}]\n");
+    std::fs::write(&cfg, proxies).unwrap();
+    let mut tw = Server::spawn_at(&addr, &dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    tw.wait_ready(std::time::Duration::from_secs(60));
     tool_calls(&tw.addr);
     let url = format!("http://{}/mcp", tw.addr);
     run_client(&["legacy", &url]);
@@ -74,21 +96,18 @@ fn python_client_over_http_and_stdio() {
     for mode in ["legacy", "auto"] {
         run_client(&[mode, "--", bin, "proxy", "--target", "py", "--url", &base, "--", bin, "mcp", "--url", &base]);
     }
-    let q = common::urlencode("sum by (status) (mcp_tool_calls_total{target=\"py\", tool=\"query\"})");
-    let (_, body) = common::http(&tw.addr, "GET", &format!("/api/v1/query?query={q}"), &[], &[]).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let mut got: Vec<(String, String)> = v["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["metric"]["status"].as_str().unwrap().to_string(), r["value"][1].as_str().unwrap().to_string()))
-        .collect();
-    got.sort();
-    assert_eq!(
-        got,
-        [("ok".to_string(), "2".to_string()), ("tool_error".into(), "4".into())],
-        "proxied calls by outcome"
-    );
+    assert_eq!(outcomes(&tw.addr, "py"), [("ok".to_string(), "2".to_string()), ("tool_error".into(), "4".into())]);
+
+    // Through the Streamable HTTP proxy (`proxies:`) in front of the same server: the same.
+    for mode in ["legacy", "auto"] {
+        run_client(&[mode, &format!("http://{addr}/proxy/pyhttp/mcp")]);
+    }
+    let want = [("ok".to_string(), "2".to_string()), ("tool_error".into(), "4".into())];
+    let began = std::time::Instant::now();
+    while outcomes(&tw.addr, "pyhttp") != want && began.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(outcomes(&tw.addr, "pyhttp"), want);
 
     // With the server stopped, `toolwatch mcp --data-dir` opens the same store itself.
     tw.signal(libc::SIGTERM);

@@ -95,6 +95,25 @@ fn calls(addr: &str, status: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `tool_health`'s entry (from `mcp_tool_calls_total`) for one tool of one proxied target, asked
+/// through toolwatch's own `/mcp`.
+async fn tool_health_of(addr: &str, tool: &str, target: &str) -> Value {
+    use rmcp::{ClientLifecycleMode, ClientServiceExt};
+    let t = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("http://{addr}/mcp"));
+    let c = ().serve_with_lifecycle(t, ClientLifecycleMode::Initialize).await.unwrap();
+    let args = json!({"window": "5m"}).as_object().unwrap().clone();
+    let r =
+        c.peer().call_tool(rmcp::model::CallToolRequestParams::new("tool_health").with_arguments(args)).await.unwrap();
+    let health = r.structured_content.unwrap();
+    health["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tool"] == tool && t["labels"]["target"] == target && t["source"] == "mcp_tool_calls_total")
+        .cloned()
+        .unwrap_or_else(|| panic!("{health}"))
+}
+
 #[test]
 fn stdio_proxy_relays_bytes_and_records_calls() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,24 +181,7 @@ fn stdio_proxy_relays_bytes_and_records_calls() {
 
     // tool_health over MCP reports the proxied server's tools by target.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let health: Value = rt.block_on(async {
-        use rmcp::{ClientLifecycleMode, ClientServiceExt};
-        let t = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("http://{}/mcp", tw.addr));
-        let c = ().serve_with_lifecycle(t, ClientLifecycleMode::Initialize).await.unwrap();
-        let args = json!({"window": "5m"}).as_object().unwrap().clone();
-        let r = c
-            .peer()
-            .call_tool(rmcp::model::CallToolRequestParams::new("tool_health").with_arguments(args))
-            .await
-            .unwrap();
-        r.structured_content.unwrap()
-    });
-    let q = health["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tool"] == "query" && t["labels"]["target"] == "demo" && t["source"] == "mcp_tool_calls_total")
-        .unwrap_or_else(|| panic!("{health}"));
+    let q = rt.block_on(tool_health_of(&tw.addr, "query", "demo"));
     assert!((q["current"]["error_ratio"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{q}");
 }
 
@@ -235,4 +237,395 @@ fn the_session_outlives_toolwatch_and_counts_what_it_dropped() {
     let (_, code) = s.finish();
     assert_eq!(code, Some(0));
     assert_eq!(calls(&addr, "ok"), 5.0, "the calls made while toolwatch was down are counted once it is back");
+}
+
+// ---- Streamable HTTP: `proxies:` on the main listener ----
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use std::sync::{Arc, Mutex};
+
+/// What the stand-in upstream received: method, headers, body.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap, Vec<u8>)>>>;
+
+const CHUNK_A: &str = "id: 1\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\r\n\r\nid: 2\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":";
+const CHUNK_B: &str = "5,\"result\":{\"content\":[],\"isError\":true}}\r\n\r\n";
+const CRASH_A: &str = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"working\"}}\n\n";
+
+/// An MCP server stand-in whose every byte is known: answers by tool name (`json`, `stream`
+/// — held back until the test opens the gate —, `crash`), 202 for notifications, 400 for
+/// garbage, an SSE stream for GET, 204 for DELETE.
+async fn upstream(seen: Seen, gate: Arc<tokio::sync::Notify>) -> String {
+    use axum::extract::Request;
+    use axum::response::Response;
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::any(move |req: Request| {
+            let (seen, gate) = (seen.clone(), gate.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+                seen.lock().unwrap().push((parts.method.to_string(), parts.headers.clone(), body.clone()));
+                let sse = |chunks: Vec<Result<Bytes, std::io::Error>>, gate: Option<Arc<tokio::sync::Notify>>| {
+                    let stream = futures_util::stream::unfold((chunks.into_iter(), gate, 0), |(mut it, gate, i)| async move {
+                        if i == 1 {
+                            match &gate {
+                                Some(g) => g.notified().await,
+                                // Long enough for the first chunk to be on its way.
+                                None => tokio::time::sleep(Duration::from_millis(300)).await,
+                            }
+                        }
+                        let next = it.next()?;
+                        Some((next, (it, gate, i + 1)))
+                    });
+                    Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .header("mcp-session-id", "sess-1")
+                        .body(Body::from_stream(stream))
+                        .unwrap()
+                };
+                if parts.method == "GET" {
+                    let pending = futures_util::stream::unfold(0, |i| async move {
+                        if i == 0 {
+                            Some((Ok::<_, std::io::Error>(Bytes::from_static(CRASH_A.as_bytes())), 1))
+                        } else {
+                            std::future::pending().await
+                        }
+                    });
+                    return Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(pending))
+                        .unwrap();
+                }
+                if parts.method == "DELETE" {
+                    return Response::builder().status(204).body(Body::empty()).unwrap();
+                }
+                let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+                    return Response::builder().status(400).header("content-type", "text/plain").body(Body::from("bad")).unwrap();
+                };
+                if msg.get("id").is_none() {
+                    return Response::builder().status(202).body(Body::empty()).unwrap();
+                }
+                let id = msg["id"].clone();
+                match msg["params"]["name"].as_str().unwrap_or("") {
+                    "stream" => sse(vec![Ok(Bytes::from(CHUNK_A)), Ok(Bytes::from(CHUNK_B))], Some(gate)),
+                    "crash" => sse(vec![Ok(Bytes::from(CRASH_A)), Err(std::io::Error::other("upstream crashed"))], None),
+                    _ => Response::builder()
+                        .header("content-type", "application/json")
+                        .header("x-upstream", "yes")
+                        .body(Body::from(json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "hi"}]}}).to_string()))
+                        .unwrap(),
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+fn call_body(id: i64, tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {"secret": "s3"}}})
+        .to_string()
+}
+
+/// Polls an instant query until `want` holds for its result (telemetry lands every second).
+fn eventually(addr: &str, auth: &[(&str, &str)], q: &str, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let began = Instant::now();
+    loop {
+        let (code, body) =
+            common::http(addr, "GET", &format!("/api/v1/query?query={}", common::urlencode(q)), auth, &[]).unwrap();
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let r =
+            serde_json::from_slice::<Value>(&body).unwrap()["data"]["result"].as_array().cloned().unwrap_or_default();
+        if want(&r) || began.elapsed() > Duration::from_secs(15) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn value_of(r: &[Value]) -> f64 {
+    r.first().and_then(|x| x["value"][1].as_str()?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_proxy_relays_exactly_and_streams() {
+    let seen: Seen = Arc::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let up = upstream(seen.clone(), gate.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "self_monitoring: {{interval: 1s}}\nmcp: {{max_request_body_bytes: 65536}}\n\
+             auth: {{tokens: [{{name: agent, token: tw-secret, scopes: [read]}}]}}\n\
+             proxies:\n  - {{target: raw, upstream: \"http://{up}/mcp\", bearer_token: up-secret, headers: {{X-Api-Key: k1}}}}\n"
+        ),
+    )
+    .unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    let url = format!("http://{}/proxy/raw/mcp", tw.addr);
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        client
+            .post(&url)
+            .bearer_auth("tw-secret")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", "sess-1")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("accept-encoding", "gzip")
+            .header("x-custom", "v")
+            .body(body)
+    };
+
+    // A JSON answer: body and end-to-end headers pass both ways unchanged.
+    let body = call_body(4, "json");
+    let r = post(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "yes");
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"id":4,"jsonrpc":"2.0","result":{"content":[{"text":"hi","type":"text"}]}}"#
+    );
+    {
+        let s = seen.lock().unwrap();
+        let (method, h, b) = s.last().unwrap();
+        assert_eq!((method.as_str(), b.as_slice()), ("POST", body.as_bytes()), "request body relayed as is");
+        assert_eq!(h["mcp-session-id"], "sess-1");
+        assert_eq!(h["mcp-protocol-version"], "2025-11-25");
+        assert_eq!(h["x-custom"], "v");
+        assert_eq!(h["x-api-key"], "k1");
+        assert_eq!(h["authorization"], "Bearer up-secret", "toolwatch's own token is not passed on");
+        assert_eq!(h["host"], up.as_str());
+        assert!(!h.contains_key("accept-encoding"));
+    }
+
+    // An SSE answer streams: the first chunk reaches the client while the upstream still holds
+    // the second; the whole is byte for byte what the upstream sent.
+    let mut r = post(call_body(5, "stream")).send().await.unwrap();
+    assert_eq!(r.headers()["mcp-session-id"], "sess-1");
+    let mut got = Vec::new();
+    while got.len() < CHUNK_A.len() {
+        let c = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("the first chunk arrives before the upstream finishes: the proxy must not buffer")
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), CHUNK_A);
+    gate.notify_one();
+    while let Some(c) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), format!("{CHUNK_A}{CHUNK_B}"));
+
+    // The upstream breaks off mid-answer: the client still gets a JSON-RPC error for its request.
+    let r = post(call_body(6, "crash")).send().await.unwrap();
+    let mut got = Vec::new();
+    let mut r = r;
+    while let Ok(Some(c)) = r.chunk().await {
+        got.extend_from_slice(&c);
+    }
+    let got = String::from_utf8_lossy(&got).to_string();
+    assert!(got.starts_with(CRASH_A), "{got}");
+    let err: Value =
+        serde_json::from_str(got.lines().find(|l| l.contains("\"id\":6")).unwrap().trim_start_matches("data: "))
+            .unwrap();
+    assert_eq!(err["error"]["code"], -32000, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("raw"), "{err}");
+
+    // Notifications, garbage, GET streams (with Last-Event-ID) and DELETE pass through.
+    let r =
+        post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}}).to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post("not json".into()).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (400, "bad".to_string()));
+    let mut r = client
+        .get(&url)
+        .bearer_auth("tw-secret")
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.chunk().await.unwrap().unwrap(), CRASH_A.as_bytes());
+    drop(r);
+    let r = client.delete(&url).bearer_auth("tw-secret").header("mcp-session-id", "sess-1").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    {
+        let s = seen.lock().unwrap();
+        let get = s.iter().find(|(m, _, _)| m == "GET").unwrap();
+        assert_eq!(get.1["last-event-id"], "3");
+        assert!(s.iter().any(|(m, h, _)| m == "DELETE" && h["mcp-session-id"] == "sess-1"));
+        assert!(s.iter().any(|(_, _, b)| b == b"not json"));
+    }
+
+    // toolwatch's own guards apply to the proxy: its token, the Host check, the body limit.
+    let r = client.post(&url).body(call_body(1, "json")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post(call_body(1, "json")).header("host", "evil.test").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = post("x".repeat(100_000)).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("mcp.max_request_body_bytes"));
+
+    // Recorded per target: ok, isError, and the broken-off call; the garbage counted; no contents.
+    let auth = [("Authorization", "Bearer tw-secret")];
+    let calls = |status: &str| {
+        value_of(&eventually(
+            &tw.addr,
+            &auth,
+            &format!("sum(mcp_tool_calls_total{{target=\"raw\",status=\"{status}\"}})"),
+            |r| !r.is_empty(),
+        ))
+    };
+    assert_eq!((calls("ok"), calls("tool_error"), calls("error")), (1.0, 1.0, 1.0));
+    let ops = eventually(
+        &tw.addr,
+        &auth,
+        "mcp_server_operation_duration_seconds_count{job=\"mcp-proxy\",target=\"raw\"}",
+        |r| r.len() == 3,
+    );
+    let ops: Vec<(String, String, String, String)> = ops
+        .iter()
+        .map(|r| {
+            let m = &r["metric"];
+            let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
+            (s("gen_ai_tool_name"), s("error_type"), s("mcp_protocol_version"), s("network_transport"))
+        })
+        .collect();
+    for want in [("json", ""), ("stream", "tool_error"), ("crash", "-32000")] {
+        assert!(
+            ops.iter().any(|o| (o.0.as_str(), o.1.as_str()) == want && o.2 == "2025-11-25" && o.3 == "tcp"),
+            "{want:?} in {ops:?}"
+        );
+    }
+    let malformed =
+        eventually(&tw.addr, &auth, "mcp_proxy_malformed_messages_total{target=\"raw\",direction=\"client\"}", |r| {
+            !r.is_empty()
+        });
+    assert_eq!(value_of(&malformed), 1.0);
+    let errors = eventually(&tw.addr, &auth, "mcp_proxy_upstream_errors_total{target=\"raw\"}", |r| !r.is_empty());
+    assert_eq!(value_of(&errors), 1.0);
+    let all = eventually(&tw.addr, &auth, "{job=\"mcp-proxy\"}", |_| true);
+    assert!(!all.is_empty() && all.iter().all(|r| !r.to_string().contains("s3")), "arguments never stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_proxy_sessions_match_direct_ones_and_feed_tool_health() {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::{ClientLifecycleMode, ClientServiceExt};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "self_monitoring: {{interval: 1s}}\nproxies:\n  - {{target: self, upstream: \"http://{addr}/mcp\"}}\n  - {{target: gone, upstream: \"http://127.0.0.1:{}/mcp\"}}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let tw = Server::spawn_at(&addr, &dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    tw.wait_ready(Duration::from_secs(60));
+
+    // Raw HTTP: the same initialize, directly and through the proxy, gets the same bytes back.
+    let client = reqwest::Client::new();
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let mut answers = Vec::new();
+    for path in ["/mcp", "/proxy/self/mcp"] {
+        let r = client
+            .post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(init)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().contains_key("mcp-session-id"));
+        answers.push((r.status(), r.headers()["content-type"].clone(), r.bytes().await.unwrap()));
+    }
+    assert_eq!(answers[0], answers[1]);
+
+    // rmcp's client in both eras: every answer through the proxy equals the direct one.
+    let eras = [
+        ClientLifecycleMode::Initialize,
+        ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+    ];
+    for mode in eras {
+        let mut results = Vec::new();
+        for path in ["/mcp", "/proxy/self/mcp"] {
+            let t = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("http://{addr}{path}"));
+            let c = ().serve_with_lifecycle(t, mode.clone()).await.unwrap();
+            let call = |name: &'static str, args: Value| {
+                let p = c.peer().clone();
+                async move {
+                    let params = rmcp::model::CallToolRequestParams::new(name)
+                        .with_arguments(args.as_object().cloned().unwrap_or_default());
+                    match p.call_tool(params).await {
+                        Ok(r) => serde_json::to_value(r).unwrap(),
+                        Err(e) => json!({"error": e.to_string()}),
+                    }
+                }
+            };
+            let tools = serde_json::to_value(c.peer().list_all_tools().await.unwrap()).unwrap();
+            let ok = call("query", json!({"query": "1", "time": "1700000000"})).await;
+            let tool_error = call("query", json!({"query": "rate((", "time": "1700000000"})).await;
+            let rpc_error = call("no_such_tool", json!({})).await;
+            assert_eq!(ok["isError"], false, "{ok}");
+            assert_eq!(tool_error["isError"], true, "{tool_error}");
+            assert!(rpc_error["error"].as_str().unwrap().contains("-32602"), "{rpc_error}");
+            results.push((tools, ok, tool_error, rpc_error));
+            let _ = c.cancel().await;
+        }
+        assert_eq!(results[0], results[1], "{mode:?}");
+    }
+
+    // Upstream down: 502 with a JSON-RPC error per request (a batch keeps its order).
+    let gone = format!("http://{addr}/proxy/gone/mcp");
+    let r =
+        client.post(&gone).header("content-type", "application/json").body(call_body(7, "query")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!((e["id"].clone(), e["error"]["code"].clone()), (json!(7), json!(-32000)), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("\"gone\""), "{e}");
+    let batch = format!("[{},{}]", call_body(8, "a"), call_body(9, "b"));
+    let r = client.post(&gone).header("content-type", "application/json").body(batch).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!((e[0]["id"].clone(), e[1]["id"].clone()), (json!(8), json!(9)), "{e}");
+
+    // In the store, per target: two eras × (ok, isError, JSON-RPC error); the down server's calls.
+    let calls = |target: &str, status: &str| {
+        value_of(&eventually(
+            &addr,
+            &[],
+            &format!("sum(mcp_tool_calls_total{{job=\"mcp-proxy\",target=\"{target}\",status=\"{status}\"}})"),
+            |r| value_of(r) >= 2.0,
+        ))
+    };
+    assert_eq!((calls("self", "ok"), calls("self", "tool_error"), calls("self", "error")), (2.0, 2.0, 2.0));
+    assert_eq!(calls("gone", "error"), 3.0);
+    let versions = eventually(
+        &addr,
+        &[],
+        "count by (mcp_protocol_version) (mcp_server_operation_duration_seconds_count{job=\"mcp-proxy\",target=\"self\",mcp_method_name=\"tools/call\"})",
+        |r| r.len() == 2,
+    );
+    let mut v: Vec<&str> = versions.iter().filter_map(|r| r["metric"]["mcp_protocol_version"].as_str()).collect();
+    v.sort();
+    assert_eq!(v, ["2025-11-25", "2026-07-28"]);
+
+    // tool_health through toolwatch's own /mcp sees the proxied target: query failed 2 of 4.
+    let q = tool_health_of(&addr, "query", "self").await;
+    assert!((q["current"]["error_ratio"].as_f64().unwrap() - 0.5).abs() < 1e-9, "{q}");
 }

@@ -56,10 +56,7 @@ pub fn validate(t: &ProxyTarget) -> Result<(), String> {
     }
     let plain = t.path.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/".contains(c));
     if !t.path.starts_with("/proxy/") || !plain || t.path.contains("//") {
-        return Err(format!(
-            "path {:?} must start with /proxy/ and hold only letters, digits and - . _ ~ /",
-            t.path
-        ));
+        return Err(format!("path {:?} must start with /proxy/ and hold only letters, digits and - . _ ~ /", t.path));
     }
     match reqwest::Url::parse(&t.upstream) {
         Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
@@ -243,14 +240,20 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
     };
     // Errors for unanswered requests can be added to an event stream of unstated length.
     let can_add_events = matches!(watch, Watch::Sse(_)) && !headers.contains_key(header::CONTENT_LENGTH);
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let mut tap = Tap { obs, watch, status };
+    if length == Some(0) {
+        tap.end();
+    }
     let stream = Relayed {
         inner: Box::pin(resp.bytes_stream()),
         cancel: Box::pin(p.shutdown.clone().cancelled_owned()),
-        tap: Tap { obs, watch, status },
+        tap,
         proxied: p.clone(),
         can_add_events,
-        done: false,
-        extra: None,
+        length,
+        received: 0,
+        done: length == Some(0),
     };
     let mut r = Response::new(Body::from_stream(stream));
     *r.status_mut() = status;
@@ -298,7 +301,9 @@ fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 fn request_ids(body: &[u8]) -> (Vec<Value>, bool) {
     let is_request = |m: &Value| m.get("method").is_some() && m.get("id").is_some();
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => (items.into_iter().filter(is_request).filter_map(|m| m.get("id").cloned()).collect(), true),
+        Ok(Value::Array(items)) => {
+            (items.into_iter().filter(is_request).filter_map(|m| m.get("id").cloned()).collect(), true)
+        }
         Ok(m) if is_request(&m) => (m.get("id").cloned().into_iter().collect(), false),
         _ => (Vec::new(), false),
     }
@@ -375,10 +380,11 @@ struct Relayed {
     tap: Tap,
     proxied: Arc<Proxied>,
     can_add_events: bool,
+    /// The upstream's Content-Length: hyper stops polling a body once that many bytes are out,
+    /// so the answer's end is noticed by counting, not by the stream's end.
+    length: Option<u64>,
+    received: u64,
     done: bool,
-    /// JSON-RPC errors for requests left unanswered when the upstream broke off, sent as the
-    /// stream's last event.
-    extra: Option<Bytes>,
 }
 
 impl futures_core::Stream for Relayed {
@@ -386,9 +392,6 @@ impl futures_core::Stream for Relayed {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(b) = this.extra.take() {
-            return Poll::Ready(Some(Ok(b)));
-        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -399,6 +402,11 @@ impl futures_core::Stream for Relayed {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 this.tap.chunk(&b);
+                this.received += b.len() as u64;
+                if this.length == Some(this.received) {
+                    this.done = true;
+                    this.tap.end();
+                }
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -407,6 +415,7 @@ impl futures_core::Stream for Relayed {
                 p.metrics.upstream_errors.get_or_create(&UpstreamLabels { target: p.t.target.clone() }).inc();
                 let why = error_chain(&e);
                 tracing::warn!(target = %p.t.target, error = %why, "MCP upstream broke off its answer");
+                // Requests left unanswered get a JSON-RPC error each, as the stream's last events.
                 let ids = this.tap.obs.fail_pending("-32000");
                 if !this.can_add_events || ids.is_empty() {
                     return Poll::Ready(Some(Err(std::io::Error::other(why))));
