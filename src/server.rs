@@ -264,6 +264,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         // Open MCP streams (GET/SSE) would otherwise hold the graceful shutdown forever.
         mcp_shutdown.cancel();
     };
+    // Answers go out in several writes (headers, then each SSE event); with Nagle on, a
+    // client's delayed ACK holds the second write ~40 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

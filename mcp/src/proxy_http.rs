@@ -107,6 +107,7 @@ pub fn router(
         validate(&t).map_err(|e| format!("proxy {:?}: {e}", t.target))?;
         let client = reqwest::Client::builder()
             .connect_timeout(t.connect_timeout)
+            .tcp_nodelay(true)
             // A redirect is the upstream's answer to the client, not something to follow here.
             .redirect(reqwest::redirect::Policy::none())
             .build()
