@@ -423,6 +423,13 @@ pub struct ProxyConfig {
     pub bearer_token: String,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
+    /// Distinct tool names its series may carry; names past it are recorded as `_other`.
+    #[serde(default = "default_max_tools")]
+    pub max_tools: usize,
+}
+
+fn default_max_tools() -> usize {
+    1000
 }
 
 /// Never prints the bearer token or header values (they may hold credentials).
@@ -434,6 +441,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("upstream", &self.upstream)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
+            .field("max_tools", &self.max_tools)
             .finish_non_exhaustive()
     }
 }
@@ -626,6 +634,7 @@ impl Config {
                 headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
                 connect_timeout: p.connect_timeout,
+                max_tools: p.max_tools,
             })
             .collect()
     }

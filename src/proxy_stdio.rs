@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use toolwatch_ingest::remote_write_proto as pb;
-use toolwatch_mcp::proxy::{Observer, ProxyMetrics};
+use toolwatch_mcp::proxy::{Observer, ProxyMetrics, ToolNames};
 
 #[derive(clap::Args, Clone)]
 pub struct ProxyArgs {
@@ -33,6 +33,10 @@ pub struct ProxyArgs {
     /// Snapshots kept while toolwatch cannot be reached; older ones are dropped and counted.
     #[arg(long, default_value_t = 60)]
     pub max_buffered: usize,
+    /// Distinct tool names the series may carry (names the server rejects are `_unknown`,
+    /// names past this many `_other`).
+    #[arg(long, default_value_t = 1000)]
+    pub max_tools: usize,
     /// The MCP server to run: program and arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -82,7 +86,7 @@ async fn relay(a: ProxyArgs) -> Result<i32> {
         queue: Mutex::new(VecDeque::new()),
         seen: Mutex::new((HashSet::new(), now_ms())),
     });
-    let observer = Arc::new(Mutex::new(Observer::new(&a.target, "pipe", metrics)));
+    let observer = Arc::new(Mutex::new(Observer::new(&a.target, "pipe", metrics, ToolNames::new(a.max_tools))));
 
     let (prog, args) = a.command.split_first().context("no server command after --")?;
     let mut child = tokio::process::Command::new(prog)

@@ -615,6 +615,12 @@ async fn http_proxy_sessions_match_direct_ones_and_feed_tool_health() {
     };
     assert_eq!((calls("self", "ok"), calls("self", "tool_error"), calls("self", "error")), (2.0, 2.0, 2.0));
     assert_eq!(calls("gone", "error"), 3.0);
+    // The name of a tool the server does not have never becomes a label value.
+    let unknown =
+        eventually(&addr, &[], "mcp_tool_calls_total{target=\"self\",tool=~\"no_such_tool|_unknown\"}", |r| {
+            !r.is_empty()
+        });
+    assert_eq!((unknown.len(), unknown[0]["metric"]["tool"].as_str()), (1, Some("_unknown")), "{unknown:?}");
     let versions = eventually(
         &addr,
         &[],

@@ -3,13 +3,15 @@
 //! outcome, protocol version and sizes — never arguments or results. The relays (stdio in the
 //! binary, HTTP in proxy_http.rs) hand it each message's bytes.
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +104,36 @@ impl ProxyMetrics {
     }
 }
 
+/// The tool names one target's series may carry. A name comes from the client, so it becomes a
+/// label value only once the server has shown the tool exists — any answer but "method not
+/// found" or "invalid params" (a name never seen before that fails so is `_unknown`) — and at
+/// most `max` names per target (then `_other`): clients cannot grow the series count at will.
+pub struct ToolNames {
+    max: usize,
+    known: Mutex<HashSet<String>>,
+}
+
+impl ToolNames {
+    pub fn new(max: usize) -> Arc<ToolNames> {
+        Arc::new(ToolNames { max, known: Mutex::new(HashSet::new()) })
+    }
+
+    fn label(&self, tool: &str, error_type: &str) -> String {
+        let mut known = self.known.lock();
+        if known.contains(tool) {
+            return tool.to_string();
+        }
+        if error_type == "-32601" || error_type == "-32602" {
+            return "_unknown".into();
+        }
+        if known.len() >= self.max {
+            return "_other".into();
+        }
+        known.insert(tool.to_string());
+        tool.to_string()
+    }
+}
+
 struct Pending {
     method: String,
     tool: String,
@@ -114,6 +146,7 @@ pub struct Observer {
     target: String,
     transport: &'static str,
     metrics: ProxyMetrics,
+    tools: Arc<ToolNames>,
     protocol_version: String,
     /// Requests relayed to the server and not answered yet, by JSON-RPC id (as JSON text, so
     /// 1 and "1" stay apart).
@@ -121,11 +154,12 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(target: &str, transport: &'static str, metrics: ProxyMetrics) -> Observer {
+    pub fn new(target: &str, transport: &'static str, metrics: ProxyMetrics, tools: Arc<ToolNames>) -> Observer {
         Observer {
             target: target.to_string(),
             transport,
             metrics,
+            tools,
             protocol_version: String::new(),
             pending: HashMap::new(),
         }
@@ -218,9 +252,10 @@ impl Observer {
         self.finish(p, error_type);
     }
 
-    fn finish(&self, p: Pending, error_type: String) {
+    fn finish(&self, mut p: Pending, error_type: String) {
         let secs = p.began.elapsed().as_secs_f64();
         if p.method == "tools/call" {
+            p.tool = self.tools.label(&p.tool, &error_type);
             let status = match error_type.as_str() {
                 "" => "ok",
                 "tool_error" => "tool_error",
@@ -279,7 +314,7 @@ mod tests {
     fn records_outcomes_without_contents() {
         let mut reg = Registry::default();
         let m = ProxyMetrics::register(&mut reg);
-        let mut o = Observer::new("demo", "pipe", m);
+        let mut o = Observer::new("demo", "pipe", m, ToolNames::new(1));
         o.client_message(
             br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#,
         );
@@ -291,12 +326,19 @@ mod tests {
         o.client_message(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search"}}"#);
         o.server_message(br#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#);
         o.client_message(b"not json");
+        // A name the server does not know stays out of the labels; past the cap, `_other`.
+        o.client_message(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"made_up_1"}}"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"tool not found"}}"#);
+        o.client_message(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"third"}}"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":4,"result":{"content":[]}}"#);
         assert_eq!(o.pending_len(), 0);
         let t = text(&reg);
         assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="search",status="tool_error"} 1"#), "{t}");
         assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="search",status="ok"} 1"#), "{t}");
-        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="fetch",status="error"} 1"#), "{t}");
-        assert!(t.contains(r#"gen_ai_tool_name="fetch",error_type="-32602",mcp_protocol_version="2025-11-25",network_transport="pipe""#), "{t}");
+        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="_unknown",status="error"} 2"#), "{t}");
+        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="_other",status="ok"} 1"#), "{t}");
+        assert!(!t.contains("made_up_1") && !t.contains("fetch"), "{t}");
+        assert!(t.contains(r#"gen_ai_tool_name="_unknown",error_type="-32602",mcp_protocol_version="2025-11-25",network_transport="pipe""#), "{t}");
         assert!(t.contains(r#"mcp_proxy_malformed_messages_total{target="demo",direction="client"} 1"#), "{t}");
         assert!(!t.contains("secret"), "arguments are never recorded");
     }

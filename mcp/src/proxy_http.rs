@@ -9,7 +9,7 @@
 //! response, and the session's protocol version travels in `MCP-Protocol-Version` on every
 //! request after `initialize`.
 
-use crate::proxy::{Observer, ProxyMetrics, UpstreamLabels};
+use crate::proxy::{Observer, ProxyMetrics, ToolNames, UpstreamLabels};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -35,6 +35,8 @@ pub struct ProxyTarget {
     pub headers: Vec<(String, String)>,
     pub bearer_token: Option<String>,
     pub connect_timeout: Duration,
+    /// Distinct tool names its series may carry (`proxy::ToolNames`).
+    pub max_tools: usize,
 }
 
 /// What all proxies share.
@@ -90,6 +92,7 @@ struct Proxied {
     extra: HeaderMap,
     client: reqwest::Client,
     metrics: ProxyMetrics,
+    tools: Arc<ToolNames>,
     opts: ProxyOptions,
     shutdown: CancellationToken,
 }
@@ -114,11 +117,13 @@ pub fn router(
             .map_err(|e| format!("proxy {:?}: {e}", t.target))?;
         let extra = extra_headers(&t)?;
         let path = t.path.clone();
+        let tools = ToolNames::new(t.max_tools);
         let p = Arc::new(Proxied {
             t,
             extra,
             client,
             metrics: metrics.clone(),
+            tools,
             opts: opts.clone(),
             shutdown: shutdown.clone(),
         });
@@ -180,7 +185,7 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
             )
         }
     };
-    let mut obs = Observer::new(&p.t.target, "tcp", p.metrics.clone());
+    let mut obs = Observer::new(&p.t.target, "tcp", p.metrics.clone(), p.tools.clone());
     if let Some(v) = parts.headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()) {
         obs.set_protocol_version(v);
     }
