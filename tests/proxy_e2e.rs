@@ -520,6 +520,64 @@ async fn http_proxy_relays_exactly_and_streams() {
     assert!(!all.is_empty() && all.iter().all(|r| !r.to_string().contains("s3")), "arguments never stored");
 }
 
+/// One rmcp client session's script — tools/list, a good call, an isError call, an unknown
+/// tool — and its answers (as JSON, errors as their text).
+async fn rmcp_script(c: &rmcp::service::RunningService<rmcp::RoleClient, ()>) -> Vec<Value> {
+    let call = |name: &'static str, args: Value| {
+        let p = c.peer().clone();
+        async move {
+            let params = rmcp::model::CallToolRequestParams::new(name)
+                .with_arguments(args.as_object().cloned().unwrap_or_default());
+            match p.call_tool(params).await {
+                Ok(r) => serde_json::to_value(r).unwrap(),
+                Err(e) => json!({"error": e.to_string()}),
+            }
+        }
+    };
+    let tools = serde_json::to_value(c.peer().list_all_tools().await.unwrap()).unwrap();
+    let ok = call("query", json!({"query": "1", "time": "1700000000"})).await;
+    let tool_error = call("query", json!({"query": "rate((", "time": "1700000000"})).await;
+    let rpc_error = call("no_such_tool", json!({})).await;
+    assert_eq!(ok["isError"], false, "{ok}");
+    assert_eq!(tool_error["isError"], true, "{tool_error}");
+    assert!(rpc_error["error"].as_str().unwrap().contains("-32602"), "{rpc_error}");
+    vec![tools, ok, tool_error, rpc_error]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_client_through_the_stdio_proxy_sees_the_same_server() {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::{ClientLifecycleMode, ClientServiceExt};
+    let dir = tempfile::tempdir().unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &[]);
+    let url = format!("http://{}", tw.addr);
+    let eras = [
+        ClientLifecycleMode::Initialize,
+        ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+    ];
+    for (era, mode) in eras.into_iter().enumerate() {
+        let mut results = Vec::new();
+        for proxied in [false, true] {
+            let mut cmd = tokio::process::Command::new(BIN);
+            if proxied {
+                cmd.args(["proxy", "--target", "rs", "--url", &url, "--interval", "1s", "--", BIN]);
+            }
+            cmd.args(["mcp", "--data-dir", dir.path().join(format!("s{era}{proxied}")).to_str().unwrap()]);
+            let (t, _) = rmcp::transport::TokioChildProcess::builder(cmd).stderr(Stdio::null()).spawn().unwrap();
+            let c = ().serve_with_lifecycle(t, mode.clone()).await.unwrap();
+            results.push(rmcp_script(&c).await);
+            let _ = c.cancel().await;
+        }
+        assert_eq!(results[0], results[1], "{mode:?}");
+    }
+    // Each proxy sends what it saw as its server exits: both eras' calls, by outcome.
+    let calls = |status: &str| {
+        let q = format!("sum(mcp_tool_calls_total{{job=\"mcp-proxy\",target=\"rs\",status=\"{status}\"}})");
+        value_of(&eventually(&tw.addr, &[], &q, |r| value_of(r) >= 2.0))
+    };
+    assert_eq!((calls("ok"), calls("tool_error"), calls("error")), (2.0, 2.0, 2.0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_proxy_sessions_match_direct_ones_and_feed_tool_health() {
     use rmcp::model::ProtocolVersion;
@@ -566,25 +624,8 @@ async fn http_proxy_sessions_match_direct_ones_and_feed_tool_health() {
         for path in ["/mcp", "/proxy/self/mcp"] {
             let t = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("http://{addr}{path}"));
             let c = ().serve_with_lifecycle(t, mode.clone()).await.unwrap();
-            let call = |name: &'static str, args: Value| {
-                let p = c.peer().clone();
-                async move {
-                    let params = rmcp::model::CallToolRequestParams::new(name)
-                        .with_arguments(args.as_object().cloned().unwrap_or_default());
-                    match p.call_tool(params).await {
-                        Ok(r) => serde_json::to_value(r).unwrap(),
-                        Err(e) => json!({"error": e.to_string()}),
-                    }
-                }
-            };
-            let tools = serde_json::to_value(c.peer().list_all_tools().await.unwrap()).unwrap();
-            let ok = call("query", json!({"query": "1", "time": "1700000000"})).await;
-            let tool_error = call("query", json!({"query": "rate((", "time": "1700000000"})).await;
-            let rpc_error = call("no_such_tool", json!({})).await;
-            assert_eq!(ok["isError"], false, "{ok}");
-            assert_eq!(tool_error["isError"], true, "{tool_error}");
-            assert!(rpc_error["error"].as_str().unwrap().contains("-32602"), "{rpc_error}");
-            results.push((tools, ok, tool_error, rpc_error));
+            let answers = rmcp_script(&c).await;
+            results.push(answers);
             let _ = c.cancel().await;
         }
         assert_eq!(results[0], results[1], "{mode:?}");
