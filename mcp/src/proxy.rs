@@ -14,21 +14,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The server's own operation and tool-call labels, plus the proxied server's name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub target: String,
-    pub mcp_method_name: String,
-    pub gen_ai_tool_name: String,
-    pub error_type: String,
-    pub mcp_protocol_version: String,
-    pub network_transport: String,
+    #[prometheus(flatten)]
+    pub op: OperationLabels,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub target: String,
-    pub tool: String,
-    pub status: String,
+    #[prometheus(flatten)]
+    pub call: ToolCallLabels,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,7 +53,7 @@ pub struct TargetLabels {
     pub direction: String,
 }
 
-use crate::telemetry::BUCKETS;
+use crate::telemetry::{OperationLabels, ToolCallLabels, BUCKETS};
 
 /// The proxy's series, every one with `target`.
 #[derive(Clone)]
@@ -261,7 +259,10 @@ impl Observer {
                 "tool_error" => "tool_error",
                 _ => "error",
             };
-            let t = CallLabels { target: self.target.clone(), tool: p.tool.clone(), status: status.into() };
+            let t = CallLabels {
+                target: self.target.clone(),
+                call: ToolCallLabels { tool: p.tool.clone(), status: status.into() },
+            };
             self.metrics.tool_calls.get_or_create(&t).inc();
             self.metrics
                 .tool_latency
@@ -272,11 +273,13 @@ impl Observer {
             .operations
             .get_or_create(&OpLabels {
                 target: self.target.clone(),
-                mcp_method_name: p.method,
-                gen_ai_tool_name: p.tool,
-                error_type,
-                mcp_protocol_version: self.protocol_version.clone(),
-                network_transport: self.transport.to_string(),
+                op: OperationLabels {
+                    mcp_method_name: p.method,
+                    gen_ai_tool_name: p.tool,
+                    error_type,
+                    mcp_protocol_version: self.protocol_version.clone(),
+                    network_transport: self.transport.to_string(),
+                },
             })
             .observe(secs);
     }

@@ -255,7 +255,7 @@ pub struct ProbeStatusArgs {
     pub target: Option<String>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct ProbeTarget {
     pub target: String,
     /// up, down, auth_required, protocol_error or timeout (from `mcp_probe_state`).
@@ -672,60 +672,37 @@ impl Backend {
             .as_ref()
             .map(|t| format!("{{target={}}}", serde_json::Value::from(t.as_str())))
             .unwrap_or_default();
-        let t = now_ms();
-        let mut by: BTreeMap<String, ProbeTarget> = BTreeMap::new();
-        let fetch = |q: String| self.rows(q, t, ct);
-        let get = |by: &mut BTreeMap<String, ProbeTarget>, l: &Labels| -> Option<String> {
-            let target = l.get("target")?.to_string();
-            by.entry(target.clone()).or_insert_with(|| ProbeTarget {
-                target: target.clone(),
-                state: String::new(),
-                success: None,
-                duration_seconds: None,
-                tools: None,
-                schema_changes: None,
-                info: BTreeMap::new(),
-                error: None,
-            });
-            Some(target)
-        };
-        let e = |e: QueryError| ToolError(e.to_string());
-        for (l, v) in fetch(format!("mcp_probe_success{sel}")).await.map_err(e)? {
-            if let Some(k) = get(&mut by, &l) {
-                by.get_mut(&k).expect("inserted").success = Some(v == 1.0);
-            }
-        }
-        for (l, v) in fetch(format!("mcp_probe_state{sel} == 1")).await.map_err(e)? {
-            if let (Some(k), Some(s)) = (get(&mut by, &l), l.get("state")) {
-                let _ = v;
-                by.get_mut(&k).expect("inserted").state = s.to_string();
-            }
-        }
         let sel_total = match &a.target {
             Some(t) => format!("{{target={}, phase=\"total\"}}", serde_json::Value::from(t.as_str())),
             None => "{phase=\"total\"}".to_string(),
         };
-        for (l, v) in fetch(format!("mcp_probe_duration_seconds{sel_total}")).await.map_err(e)? {
-            if let Some(k) = get(&mut by, &l) {
-                by.get_mut(&k).expect("inserted").duration_seconds = Some(v);
-            }
-        }
-        for (l, v) in fetch(format!("mcp_probe_tools{sel}")).await.map_err(e)? {
-            if let Some(k) = get(&mut by, &l) {
-                by.get_mut(&k).expect("inserted").tools = Some(v);
-            }
-        }
-        for (l, v) in fetch(format!("mcp_probe_schema_changes_total{sel}")).await.map_err(e)? {
-            if let Some(k) = get(&mut by, &l) {
-                by.get_mut(&k).expect("inserted").schema_changes = Some(v);
-            }
-        }
-        for (l, _) in fetch(format!("mcp_probe_info{sel}")).await.map_err(e)? {
-            if let Some(k) = get(&mut by, &l) {
-                let info = &mut by.get_mut(&k).expect("inserted").info;
-                for x in l.iter().filter(|x| !matches!(&*x.name, "__name__" | "target" | "job" | "instance")) {
-                    info.insert(x.name.to_string(), x.value.to_string());
+        // Each mcp_probe_* series and what it fills in of its target's entry.
+        type Fill = fn(&mut ProbeTarget, &Labels, f64);
+        let table: [(String, Fill); 6] = [
+            (format!("mcp_probe_success{sel}"), |p, _, v| p.success = Some(v == 1.0)),
+            (format!("mcp_probe_state{sel} == 1"), |p, l, _| {
+                if let Some(s) = l.get("state") {
+                    p.state = s.to_string();
                 }
+            }),
+            (format!("mcp_probe_duration_seconds{sel_total}"), |p, _, v| p.duration_seconds = Some(v)),
+            (format!("mcp_probe_tools{sel}"), |p, _, v| p.tools = Some(v)),
+            (format!("mcp_probe_schema_changes_total{sel}"), |p, _, v| p.schema_changes = Some(v)),
+            (format!("mcp_probe_info{sel}"), |p, l, _| {
+                for x in l.iter().filter(|x| !matches!(&*x.name, "__name__" | "target" | "job" | "instance")) {
+                    p.info.insert(x.name.to_string(), x.value.to_string());
+                }
+            }),
+        ];
+        let t = now_ms();
+        let mut by: BTreeMap<String, ProbeTarget> = BTreeMap::new();
+        for (q, fill) in table {
+            for (l, v) in self.rows(q, t, ct).await.map_err(|e| ToolError(e.to_string()))? {
+                let Some(target) = l.get("target") else { continue };
+                let p = by
+                    .entry(target.to_string())
+                    .or_insert_with(|| ProbeTarget { target: target.to_string(), ..Default::default() });
+                fill(p, &l, v);
             }
         }
         if let Some(pe) = &self.probe_errors {
