@@ -524,6 +524,9 @@ impl Config {
         for (i, t) in self.proxy_targets().iter().enumerate() {
             toolwatch_mcp::proxy_http::validate(t)
                 .map_err(|e| anyhow::anyhow!("proxies[{i}] ({:?}): {e}", t.target))?;
+            if proxies_itself(t, &self.listen) {
+                bail!("proxies[{i}] ({:?}): upstream {} is one of toolwatch's own proxy paths", t.target, t.upstream);
+            }
             if !paths.insert(t.path.clone()) {
                 bail!("proxies[{i}] ({:?}): path {} is used by another proxy", t.target, t.path);
             }
@@ -660,6 +663,17 @@ impl Config {
     }
 }
 
+/// An upstream that is this listener's own `/proxy/…` would relay to itself until connections
+/// run out.
+fn proxies_itself(t: &toolwatch_mcp::proxy_http::ProxyTarget, listen: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(&t.upstream) else { return false };
+    let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else { return false };
+    let Some((lhost, lport)) = listen.rsplit_once(':') else { return false };
+    let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0" | "[::]" | "");
+    let same_host = host == lhost || (local(host) && local(lhost));
+    same_host && lport.parse() == Ok(port) && u.path().starts_with("/proxy/")
+}
+
 /// Prometheus duration syntax: `1y2w3d4h5m6s7ms`, or `0` — the query API's parser, so config
 /// files and requests accept exactly the same durations.
 pub fn parse_duration(s: &str) -> Result<Duration> {
@@ -712,6 +726,23 @@ mod tests {
         assert_eq!(c.storage.wal_fsync, FsyncMode::Batch);
         assert_eq!(c.listen, "127.0.0.1:9201");
         assert!(serde_yaml::from_str::<Config>("storage:\n  bogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn a_proxy_may_not_point_at_toolwatch_itself() {
+        let mut cfg: Config = serde_yaml::from_str(
+            "listen: 127.0.0.1:9201\nproxies: [{target: a, upstream: \"http://localhost:9201/proxy/a/mcp\"}]",
+        )
+        .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("proxies[0]") && e.contains("own proxy paths"), "{e}");
+        cfg.proxies[0].upstream = "http://127.0.0.1:9201/mcp".into();
+        cfg.validate().unwrap();
+        cfg.proxies[0].upstream = "https://127.0.0.1:8443/mcp".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("without TLS"));
+        cfg.proxies[0].upstream = "http://127.0.0.1:8080/mcp".into();
+        cfg.proxies[0].path = "/mcp".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("must start with /proxy/"));
     }
 }
 
