@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use toolwatch_ingest::remote_write_proto as pb;
-use toolwatch_mcp::proxy::{Observer, ProxyMetrics, ToolNames};
+use toolwatch_mcp::proxy::{Observer, ProxyMetrics, TargetNames};
 
 #[derive(clap::Args, Clone)]
 pub struct ProxyArgs {
@@ -86,7 +86,7 @@ async fn relay(a: ProxyArgs) -> Result<i32> {
         queue: Mutex::new(VecDeque::new()),
         seen: Mutex::new((HashSet::new(), now_ms())),
     });
-    let observer = Arc::new(Mutex::new(Observer::new(&a.target, "pipe", metrics, ToolNames::new(a.max_tools))));
+    let observer = Arc::new(Mutex::new(Observer::new(&a.target, "pipe", metrics, TargetNames::new(a.max_tools))));
 
     let (prog, args) = a.command.split_first().context("no server command after --")?;
     let mut child = tokio::process::Command::new(prog)

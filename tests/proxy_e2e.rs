@@ -424,6 +424,11 @@ async fn http_proxy_relays_exactly_and_streams() {
     }
     assert_eq!(String::from_utf8_lossy(&got), format!("{CHUNK_A}{CHUNK_B}"));
 
+    // The client gives up mid-answer: the call is recorded as cancelled.
+    let mut r = post(call_body(11, "stream")).send().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), r.chunk()).await;
+    drop(r);
+
     // The upstream breaks off mid-answer: the client still gets a JSON-RPC error for its request.
     let r = post(call_body(6, "crash")).send().await.unwrap();
     let mut got = Vec::new();
@@ -480,20 +485,16 @@ async fn http_proxy_relays_exactly_and_streams() {
 
     // Recorded per target: ok, isError, and the broken-off call; the garbage counted; no contents.
     let auth = [("Authorization", "Bearer tw-secret")];
-    let calls = |status: &str| {
-        value_of(&eventually(
-            &tw.addr,
-            &auth,
-            &format!("sum(mcp_tool_calls_total{{target=\"raw\",status=\"{status}\"}})"),
-            |r| !r.is_empty(),
-        ))
+    let calls = |status: &str, want: f64| {
+        let q = format!("sum(mcp_tool_calls_total{{target=\"raw\",status=\"{status}\"}})");
+        value_of(&eventually(&tw.addr, &auth, &q, |r| value_of(r) == want))
     };
-    assert_eq!((calls("ok"), calls("tool_error"), calls("error")), (1.0, 1.0, 1.0));
+    assert_eq!((calls("ok", 1.0), calls("tool_error", 1.0), calls("error", 2.0)), (1.0, 1.0, 2.0));
     let ops = eventually(
         &tw.addr,
         &auth,
         "mcp_server_operation_duration_seconds_count{job=\"mcp-proxy\",target=\"raw\"}",
-        |r| r.len() == 3,
+        |r| r.len() == 4,
     );
     let ops: Vec<(String, String, String, String)> = ops
         .iter()
@@ -503,7 +504,7 @@ async fn http_proxy_relays_exactly_and_streams() {
             (s("gen_ai_tool_name"), s("error_type"), s("mcp_protocol_version"), s("network_transport"))
         })
         .collect();
-    for want in [("json", ""), ("stream", "tool_error"), ("crash", "-32000")] {
+    for want in [("json", ""), ("stream", "tool_error"), ("stream", "cancelled"), ("crash", "-32000")] {
         assert!(
             ops.iter().any(|o| (o.0.as_str(), o.1.as_str()) == want && o.2 == "2025-11-25" && o.3 == "tcp"),
             "{want:?} in {ops:?}"
@@ -573,7 +574,7 @@ async fn rmcp_client_through_the_stdio_proxy_sees_the_same_server() {
     // Each proxy sends what it saw as its server exits: both eras' calls, by outcome.
     let calls = |status: &str| {
         let q = format!("sum(mcp_tool_calls_total{{job=\"mcp-proxy\",target=\"rs\",status=\"{status}\"}})");
-        value_of(&eventually(&tw.addr, &[], &q, |r| value_of(r) >= 2.0))
+        value_of(&eventually(&tw.addr, &[], &q, |r| value_of(r) == 2.0))
     };
     assert_eq!((calls("ok"), calls("tool_error"), calls("error")), (2.0, 2.0, 2.0));
 }
@@ -646,16 +647,13 @@ async fn http_proxy_sessions_match_direct_ones_and_feed_tool_health() {
     assert_eq!((e[0]["id"].clone(), e[1]["id"].clone()), (json!(8), json!(9)), "{e}");
 
     // In the store, per target: two eras × (ok, isError, JSON-RPC error); the down server's calls.
-    let calls = |target: &str, status: &str| {
-        value_of(&eventually(
-            &addr,
-            &[],
-            &format!("sum(mcp_tool_calls_total{{job=\"mcp-proxy\",target=\"{target}\",status=\"{status}\"}})"),
-            |r| value_of(r) >= 2.0,
-        ))
+    let calls = |target: &str, status: &str, want: f64| {
+        let q = format!("sum(mcp_tool_calls_total{{job=\"mcp-proxy\",target=\"{target}\",status=\"{status}\"}})");
+        value_of(&eventually(&addr, &[], &q, |r| value_of(r) == want))
     };
-    assert_eq!((calls("self", "ok"), calls("self", "tool_error"), calls("self", "error")), (2.0, 2.0, 2.0));
-    assert_eq!(calls("gone", "error"), 3.0);
+    let got = (calls("self", "ok", 2.0), calls("self", "tool_error", 2.0), calls("self", "error", 2.0));
+    assert_eq!(got, (2.0, 2.0, 2.0));
+    assert_eq!(calls("gone", "error", 3.0), 3.0);
     // The name of a tool the server does not have never becomes a label value.
     let unknown =
         eventually(&addr, &[], "mcp_tool_calls_total{target=\"self\",tool=~\"no_such_tool|_unknown\"}", |r| {

@@ -102,39 +102,70 @@ impl ProxyMetrics {
     }
 }
 
-/// The tool names one target's series may carry. A name comes from the client, so it becomes a
-/// label value only once the server has shown the tool exists — any answer but "method not
-/// found" or "invalid params" (a name never seen before that fails so is `_unknown`) — and at
-/// most `max` names per target (then `_other`): clients cannot grow the series count at will.
-pub struct ToolNames {
+/// Names one target's series may carry as label values. They come from the client, so a name
+/// is admitted only once the server has shown it exists — any answer but one of `reject` (a
+/// name never seen before that fails so is `_unknown`) — and at most `max` of them (then
+/// `_other`): clients cannot grow the series count at will.
+struct Names {
     max: usize,
+    reject: &'static [&'static str],
     known: Mutex<HashSet<String>>,
 }
 
-impl ToolNames {
-    pub fn new(max: usize) -> Arc<ToolNames> {
-        Arc::new(ToolNames { max, known: Mutex::new(HashSet::new()) })
-    }
-
-    fn label(&self, tool: &str, error_type: &str) -> String {
+impl Names {
+    fn label(&self, name: &str, error_type: &str) -> String {
         let mut known = self.known.lock();
-        if known.contains(tool) {
-            return tool.to_string();
+        if known.contains(name) {
+            return name.to_string();
         }
-        if error_type == "-32601" || error_type == "-32602" {
+        if self.reject.contains(&error_type) {
             return "_unknown".into();
         }
         if known.len() >= self.max {
             return "_other".into();
         }
-        known.insert(tool.to_string());
-        tool.to_string()
+        known.insert(name.to_string());
+        name.to_string()
+    }
+}
+
+/// Methods a target may show: the spec has a few dozen.
+const MAX_METHODS: usize = 100;
+
+/// The label values one target has admitted (shared by all its sessions): tool names (an
+/// unknown tool is "method not found" or "invalid params") and method names ("method not
+/// found").
+pub struct TargetNames {
+    tools: Names,
+    methods: Names,
+}
+
+impl TargetNames {
+    pub fn new(max_tools: usize) -> Arc<TargetNames> {
+        let names = |max, reject| Names { max, reject, known: Mutex::new(HashSet::new()) };
+        Arc::new(TargetNames {
+            tools: names(max_tools, &["-32601", "-32602"]),
+            methods: names(MAX_METHODS, &["-32601"]),
+        })
+    }
+}
+
+/// A protocol version is a date (`2025-11-25`); anything else a client claims is `_other`.
+fn version_label(v: &str) -> String {
+    let b = v.as_bytes();
+    let date = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    if date {
+        v.to_string()
+    } else {
+        "_other".into()
     }
 }
 
 struct Pending {
     method: String,
     tool: String,
+    request_bytes: usize,
     began: Instant,
 }
 
@@ -144,7 +175,7 @@ pub struct Observer {
     target: String,
     transport: &'static str,
     metrics: ProxyMetrics,
-    tools: Arc<ToolNames>,
+    names: Arc<TargetNames>,
     protocol_version: String,
     /// Requests relayed to the server and not answered yet, by JSON-RPC id (as JSON text, so
     /// 1 and "1" stay apart).
@@ -152,12 +183,12 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(target: &str, transport: &'static str, metrics: ProxyMetrics, tools: Arc<ToolNames>) -> Observer {
+    pub fn new(target: &str, transport: &'static str, metrics: ProxyMetrics, names: Arc<TargetNames>) -> Observer {
         Observer {
             target: target.to_string(),
             transport,
             metrics,
-            tools,
+            names,
             protocol_version: String::new(),
             pending: HashMap::new(),
         }
@@ -166,7 +197,7 @@ impl Observer {
     /// The version an HTTP client names in `MCP-Protocol-Version` (it sends it on every request
     /// after `initialize`, so a per-request observer knows the session's version).
     pub fn set_protocol_version(&mut self, v: &str) {
-        self.protocol_version = v.to_string();
+        self.protocol_version = version_label(v);
     }
 
     /// A message from the client (one line on stdio, one POST body on HTTP).
@@ -212,20 +243,31 @@ impl Observer {
         };
         if method == "initialize" {
             if let Some(v) = m.pointer("/params/protocolVersion").and_then(Value::as_str) {
-                self.protocol_version = v.to_string();
+                self.protocol_version = version_label(v);
             }
         }
         if let Some(v) = m.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion").and_then(Value::as_str) {
-            self.protocol_version = v.to_string();
+            self.protocol_version = version_label(v);
         }
-        self.size(method, "request", n);
-        let Some(id) = m.get("id") else { return };
+        let Some(id) = m.get("id") else {
+            // A notification: its size now; a cancelled request is over for the client (a
+            // server should not answer it, and would otherwise stay pending here).
+            let label = self.names.methods.label(method, "");
+            self.size(&label, "request", n);
+            if method == "notifications/cancelled" {
+                if let Some(p) = m.pointer("/params/requestId").and_then(|id| self.pending.remove(&id.to_string())) {
+                    self.finish(p, "cancelled".into(), None);
+                }
+            }
+            return;
+        };
         let tool = if method == "tools/call" {
             m.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_string()
         } else {
             String::new()
         };
-        self.pending.insert(id.to_string(), Pending { method: method.to_string(), tool, began: Instant::now() });
+        let p = Pending { method: method.to_string(), tool, request_bytes: n, began: Instant::now() };
+        self.pending.insert(id.to_string(), p);
     }
 
     fn server_one(&mut self, m: &Value, n: usize) {
@@ -246,14 +288,19 @@ impl Observer {
         } else {
             String::new()
         };
-        self.size(&p.method, "response", n);
-        self.finish(p, error_type);
+        self.finish(p, error_type, Some(n));
     }
 
-    fn finish(&self, mut p: Pending, error_type: String) {
+    /// Records a request once its outcome is known (and its answer's size, when it had one).
+    fn finish(&self, mut p: Pending, error_type: String, response_bytes: Option<usize>) {
         let secs = p.began.elapsed().as_secs_f64();
+        p.method = self.names.methods.label(&p.method, &error_type);
+        self.size(&p.method, "request", p.request_bytes);
+        if let Some(n) = response_bytes {
+            self.size(&p.method, "response", n);
+        }
         if p.method == "tools/call" {
-            p.tool = self.tools.label(&p.tool, &error_type);
+            p.tool = self.names.tools.label(&p.tool, &error_type);
             let status = match error_type.as_str() {
                 "" => "ok",
                 "tool_error" => "tool_error",
@@ -290,14 +337,13 @@ impl Observer {
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in &ids {
             if let Some(p) = self.pending.remove(id) {
-                self.finish(p, error_type.to_string());
+                self.finish(p, error_type.to_string(), None);
             }
         }
         ids
     }
 
-    /// Cancels tracking of a request the client gave up on (`notifications/cancelled`) — not
-    /// needed for correctness, since a late response still matches; kept for memory bounds.
+    /// Requests noted and not yet recorded.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
@@ -317,7 +363,7 @@ mod tests {
     fn records_outcomes_without_contents() {
         let mut reg = Registry::default();
         let m = ProxyMetrics::register(&mut reg);
-        let mut o = Observer::new("demo", "pipe", m, ToolNames::new(1));
+        let mut o = Observer::new("demo", "pipe", m, TargetNames::new(1));
         o.client_message(
             br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#,
         );
@@ -334,6 +380,11 @@ mod tests {
         o.server_message(br#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"tool not found"}}"#);
         o.client_message(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"third"}}"#);
         o.server_message(br#"{"jsonrpc":"2.0","id":4,"result":{"content":[]}}"#);
+        // A method the server does not have; a request the client gave up on.
+        o.client_message(br#"{"jsonrpc":"2.0","id":5,"method":"made/up","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"junk"}}}"#);
+        o.server_message(br#"{"jsonrpc":"2.0","id":5,"error":{"code":-32601,"message":"no"}}"#);
+        o.client_message(br#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"search"}}"#);
+        o.client_message(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6}}"#);
         assert_eq!(o.pending_len(), 0);
         let t = text(&reg);
         assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="search",status="tool_error"} 1"#), "{t}");
@@ -341,6 +392,15 @@ mod tests {
         assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="_unknown",status="error"} 2"#), "{t}");
         assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="_other",status="ok"} 1"#), "{t}");
         assert!(!t.contains("made_up_1") && !t.contains("fetch"), "{t}");
+        assert!(!t.contains("made/up") && !t.contains("junk"), "{t}");
+        assert!(
+            t.contains(
+                r#"mcp_method_name="_unknown",gen_ai_tool_name="",error_type="-32601",mcp_protocol_version="_other""#
+            ),
+            "{t}"
+        );
+        assert!(t.contains(r#"mcp_tool_calls_total{target="demo",tool="search",status="error"} 1"#), "cancelled: {t}");
+        assert!(t.contains(r#"error_type="cancelled""#), "{t}");
         assert!(t.contains(r#"gen_ai_tool_name="_unknown",error_type="-32602",mcp_protocol_version="2025-11-25",network_transport="pipe""#), "{t}");
         assert!(t.contains(r#"mcp_proxy_malformed_messages_total{target="demo",direction="client"} 1"#), "{t}");
         assert!(!t.contains("secret"), "arguments are never recorded");

@@ -9,7 +9,7 @@
 //! response, and the session's protocol version travels in `MCP-Protocol-Version` on every
 //! request after `initialize`.
 
-use crate::proxy::{Observer, ProxyMetrics, ToolNames, UpstreamLabels};
+use crate::proxy::{Observer, ProxyMetrics, TargetNames, UpstreamLabels};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -35,7 +35,7 @@ pub struct ProxyTarget {
     pub headers: Vec<(String, String)>,
     pub bearer_token: Option<String>,
     pub connect_timeout: Duration,
-    /// Distinct tool names its series may carry (`proxy::ToolNames`).
+    /// Distinct tool names its series may carry (`proxy::TargetNames`).
     pub max_tools: usize,
 }
 
@@ -92,7 +92,7 @@ struct Proxied {
     extra: HeaderMap,
     client: reqwest::Client,
     metrics: ProxyMetrics,
-    tools: Arc<ToolNames>,
+    names: Arc<TargetNames>,
     opts: ProxyOptions,
     shutdown: CancellationToken,
 }
@@ -117,13 +117,13 @@ pub fn router(
             .map_err(|e| format!("proxy {:?}: {e}", t.target))?;
         let extra = extra_headers(&t)?;
         let path = t.path.clone();
-        let tools = ToolNames::new(t.max_tools);
+        let names = TargetNames::new(t.max_tools);
         let p = Arc::new(Proxied {
             t,
             extra,
             client,
             metrics: metrics.clone(),
-            tools,
+            names,
             opts: opts.clone(),
             shutdown: shutdown.clone(),
         });
@@ -185,7 +185,7 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
             )
         }
     };
-    let mut obs = Observer::new(&p.t.target, "tcp", p.metrics.clone(), p.tools.clone());
+    let mut obs = Observer::new(&p.t.target, "tcp", p.metrics.clone(), p.names.clone());
     if let Some(v) = parts.headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()) {
         obs.set_protocol_version(v);
     }
@@ -440,6 +440,15 @@ impl futures_core::Stream for Relayed {
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The client went away before the answer ended: its requests still pending were cancelled.
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tap.obs.fail_pending("cancelled");
         }
     }
 }
