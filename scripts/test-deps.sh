@@ -3,11 +3,12 @@
 #   prometheus (2.42, Debian) — the real remote-write client in tests/prometheus_e2e.rs, the
 #     reference in tests/promql_differential.rs, and promtool;
 #   prometheus-alertmanager (0.25, Debian) — the real notification target in tests/alerting_e2e.rs;
-#   the Python MCP client (PyPI mcp 2.3.0) — a real MCP client in tests/mcp_clients.rs.
+#   the Python MCP client (PyPI mcp 2.3.0) — a real MCP client in tests/mcp_clients.rs;
+#   openssl — a private CA and certificate for the https:// targets in tests/probes_e2e.rs.
 # Services are never left running: a temporary policy-rc.d stops apt from starting them.
 set -euo pipefail
 command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
-PKGS=(prometheus prometheus-alertmanager)
+PKGS=(prometheus prometheus-alertmanager openssl)
 need=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

@@ -383,6 +383,8 @@ pub struct ProbeConfig {
     pub bearer_token: String,
     #[serde(default)]
     pub call: Option<ProbeCall>,
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// Never prints the bearer token or header values (they may hold credentials).
@@ -396,6 +398,7 @@ impl std::fmt::Debug for ProbeConfig {
             .field("timeout", &self.timeout)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("call", &self.call)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -426,6 +429,8 @@ pub struct ProxyConfig {
     /// Distinct tool names its series may carry; names past it are recorded as `_other`.
     #[serde(default = "default_max_tools")]
     pub max_tools: usize,
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 fn default_max_tools() -> usize {
@@ -442,8 +447,20 @@ impl std::fmt::Debug for ProxyConfig {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
             .field("max_tools", &self.max_tools)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
+}
+
+/// Certificate checks for an `https://` server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted besides the system's (a private CA), relative to the
+    /// config file.
+    pub ca_file: String,
+    /// Check no certificate at all: for test setups only.
+    pub insecure_skip_verify: bool,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -506,7 +523,7 @@ impl Config {
         if self.mcp.tool_timeout.is_zero() || self.self_monitoring.interval.is_zero() {
             bail!("mcp.tool_timeout and self_monitoring.interval must be positive");
         }
-        for (i, spec) in self.probe_specs().into_iter().enumerate() {
+        for (i, spec) in self.probe_specs()?.into_iter().enumerate() {
             let p = &self.probes[i];
             if p.target.is_empty() {
                 bail!("probes[{i}]: target is required");
@@ -521,7 +538,7 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("probes[{i}] ({:?}): {e}", p.target))?;
         }
         let mut paths = std::collections::HashSet::new();
-        for (i, t) in self.proxy_targets().iter().enumerate() {
+        for (i, t) in self.proxy_targets()?.iter().enumerate() {
             toolwatch_mcp::proxy_http::validate(t)
                 .map_err(|e| anyhow::anyhow!("proxies[{i}] ({:?}): {e}", t.target))?;
             if proxies_itself(t, &self.listen) {
@@ -605,39 +622,66 @@ impl Config {
         }
     }
 
-    pub fn probe_specs(&self) -> Vec<toolwatch_ingest::prober::ProbeSpec> {
-        use toolwatch_ingest::prober::{ProbeSpec, ProbeTransport};
+    /// The CA certificates a `tls` block names (`what` locates it in errors).
+    fn tls_roots(&self, what: &str, t: &TlsConfig) -> Result<Vec<reqwest::Certificate>> {
+        if t.ca_file.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.config_dir.join(&t.ca_file);
+        let pem = std::fs::read(&p).with_context(|| format!("{what}.tls.ca_file: reading {}", p.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{what}.tls.ca_file: {} is not PEM", p.display()))?;
+        if certs.is_empty() {
+            bail!("{what}.tls.ca_file: {} holds no certificate", p.display());
+        }
+        Ok(certs)
+    }
+
+    pub fn probe_specs(&self) -> Result<Vec<toolwatch_ingest::prober::ProbeSpec>> {
+        use toolwatch_ingest::prober::{ProbeSpec, ProbeTransport, TlsOptions};
         self.probes
             .iter()
-            .map(|p| ProbeSpec {
-                target: p.target.clone(),
-                transport: if p.command.is_empty() {
-                    ProbeTransport::Http {
-                        url: p.url.clone(),
-                        headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                        bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
-                    }
-                } else {
-                    ProbeTransport::Stdio { command: p.command.clone() }
-                },
-                interval: p.interval,
-                timeout: p.timeout,
-                call: p.call.as_ref().map(|c| (c.tool.clone(), c.arguments.clone())),
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(ProbeSpec {
+                    target: p.target.clone(),
+                    transport: if p.command.is_empty() {
+                        ProbeTransport::Http {
+                            url: p.url.clone(),
+                            headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
+                            tls: TlsOptions {
+                                roots: self.tls_roots(&format!("probes[{i}]"), &p.tls)?,
+                                insecure_skip_verify: p.tls.insecure_skip_verify,
+                            },
+                        }
+                    } else {
+                        ProbeTransport::Stdio { command: p.command.clone() }
+                    },
+                    interval: p.interval,
+                    timeout: p.timeout,
+                    call: p.call.as_ref().map(|c| (c.tool.clone(), c.arguments.clone())),
+                })
             })
             .collect()
     }
 
-    pub fn proxy_targets(&self) -> Vec<toolwatch_mcp::proxy_http::ProxyTarget> {
+    pub fn proxy_targets(&self) -> Result<Vec<toolwatch_mcp::proxy_http::ProxyTarget>> {
         self.proxies
             .iter()
-            .map(|p| toolwatch_mcp::proxy_http::ProxyTarget {
-                target: p.target.clone(),
-                path: if p.path.is_empty() { format!("/proxy/{}/mcp", p.target) } else { p.path.clone() },
-                upstream: p.upstream.clone(),
-                headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
-                connect_timeout: p.connect_timeout,
-                max_tools: p.max_tools,
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(toolwatch_mcp::proxy_http::ProxyTarget {
+                    target: p.target.clone(),
+                    path: if p.path.is_empty() { format!("/proxy/{}/mcp", p.target) } else { p.path.clone() },
+                    upstream: p.upstream.clone(),
+                    headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    bearer_token: (!p.bearer_token.is_empty()).then(|| p.bearer_token.clone()),
+                    connect_timeout: p.connect_timeout,
+                    max_tools: p.max_tools,
+                    tls_roots: self.tls_roots(&format!("proxies[{i}]"), &p.tls)?,
+                    tls_insecure_skip_verify: p.tls.insecure_skip_verify,
+                })
             })
             .collect()
     }
@@ -739,7 +783,11 @@ mod tests {
         cfg.proxies[0].upstream = "http://127.0.0.1:9201/mcp".into();
         cfg.validate().unwrap();
         cfg.proxies[0].upstream = "https://127.0.0.1:8443/mcp".into();
-        assert!(cfg.validate().unwrap_err().to_string().contains("without TLS"));
+        cfg.validate().unwrap();
+        cfg.proxies[0].tls.ca_file = "no-such-ca.pem".into();
+        let e = format!("{:#}", cfg.validate().unwrap_err());
+        assert!(e.contains("proxies[0].tls.ca_file") && e.contains("no-such-ca.pem"), "{e}");
+        cfg.proxies[0].tls.ca_file.clear();
         cfg.proxies[0].upstream = "http://127.0.0.1:8080/mcp".into();
         cfg.proxies[0].path = "/mcp".into();
         assert!(cfg.validate().unwrap_err().to_string().contains("must start with /proxy/"));

@@ -178,9 +178,20 @@ fn run(args: ServeArgs) -> Result<()> {
     // asked for.
     let level =
         if cfg.log_level.contains("rmcp") { cfg.log_level.clone() } else { format!("{},rmcp=warn", cfg.log_level) };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    init_logging(&level);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(server::run(cfg))
+}
+
+/// Logs to stderr at `RUST_LOG`, else `default_filter`; colours only on a terminal (a log file
+/// or journald should not hold escape codes).
+pub fn init_logging(default_filter: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

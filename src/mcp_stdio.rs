@@ -25,9 +25,7 @@ pub fn run(a: McpArgs) -> Result<()> {
         None => Config::default(),
     };
     // stdout carries the protocol; logs go to stderr, quietly unless asked.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    crate::init_logging("warn");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let Some(dir) = a.data_dir else {
         let token = a.token.or_else(|| std::env::var("TOOLWATCH_TOKEN").ok().filter(|t| !t.is_empty()));

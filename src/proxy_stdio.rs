@@ -52,9 +52,7 @@ fn now_ms() -> i64 {
 
 /// Runs the proxy; returns the server's exit code.
 pub fn run(a: ProxyArgs) -> Result<i32> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    crate::init_logging("warn");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(relay(a))
 }

@@ -191,7 +191,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             own_auth: !cfg.auth.tokens.is_empty(),
         };
         let metrics = toolwatch_mcp::proxy::ProxyMetrics::register(&mut proxy_registry);
-        let proxies = toolwatch_mcp::proxy_http::router(cfg.proxy_targets(), opts, metrics, mcp_shutdown.clone())
+        let proxies = toolwatch_mcp::proxy_http::router(cfg.proxy_targets()?, opts, metrics, mcp_shutdown.clone())
             .map_err(anyhow::Error::msg)?;
         mcp = mcp.merge(proxies);
         tracing::info!(targets = cfg.proxies.len(), "proxying MCP servers");
@@ -207,7 +207,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let probe_routes = toolwatch_ingest::probe::router(probes.clone(), cfg.ingest.max_body_bytes);
     // The tasks run until the process exits.
-    let _probers = toolwatch_ingest::prober::start(cfg.probe_specs(), probes, cfg.probe_concurrency);
+    let _probers = toolwatch_ingest::prober::start(cfg.probe_specs()?, probes, cfg.probe_concurrency);
     if !cfg.probes.is_empty() {
         tracing::info!(targets = cfg.probes.len(), "probing MCP servers");
     }

@@ -325,3 +325,93 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
     assert_eq!(by["hang"]["error"]["code"], "timeout");
     c.cancel().await.unwrap();
 }
+
+/// A private CA, a certificate it signed for localhost and 127.0.0.1, and a TLS terminator
+/// using it in front of `upstream`; returns the CA's path and the terminator's address.
+fn tls_in_front_of(dir: &std::path::Path, upstream: &str) -> (std::path::PathBuf, String, common::KillOnDrop) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (scripts/test-deps.sh installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (ca, ca_key, cert, key) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"));
+    let key_opts = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
+    openssl(
+        &[&["req", "-x509"][..], &key_opts, &["-subj", "/CN=toolwatch test CA", "-keyout", &ca_key, "-out", &ca]]
+            .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-x509", "-CA", &ca, "-CAkey", &ca_key][..],
+            &key_opts,
+            &["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            &["-addext", "basicConstraints=critical,CA:FALSE", "-keyout", &key, "-out", &cert],
+        ]
+        .concat(),
+    );
+    let port = free_port();
+    let upstream_port = upstream.rsplit(':').next().unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls_forward.py"))
+        .args([&cert, &key, &port.to_string(), upstream_port])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    (ca.into(), format!("127.0.0.1:{port}"), common::KillOnDrop(child))
+}
+
+#[test]
+fn https_servers_probed_and_proxied_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let tw_addr = format!("127.0.0.1:{}", free_port());
+    let (ca, tls_addr, _terminator) = tls_in_front_of(dir.path(), &tw_addr);
+    let tls_port = tls_addr.rsplit(':').next().unwrap();
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "probes:\n\
+             \x20 - {{target: trusted, url: 'https://127.0.0.1:{tls_port}/mcp', interval: 1s, tls: {{ca_file: ca.pem}}}}\n\
+             \x20 - {{target: untrusted, url: 'https://localhost:{tls_port}/mcp', interval: 1s}}\n\
+             \x20 - {{target: unchecked, url: 'https://localhost:{tls_port}/mcp', interval: 1s, tls: {{insecure_skip_verify: true}}}}\n\
+             proxies:\n\
+             \x20 - {{target: secure, upstream: 'https://localhost:{tls_port}/mcp', tls: {{ca_file: {}}}}}\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let tw = Server::spawn_at(&tw_addr, &dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    tw.wait_ready(Duration::from_secs(30));
+    let state_of = |t: &str| -> Option<String> {
+        query(&tw_addr, &format!("mcp_probe_state{{target=\"{t}\"}} == 1"))
+            .first()
+            .map(|r| r["metric"]["state"].as_str().unwrap().to_string())
+    };
+    let began = Instant::now();
+    while ["trusted", "untrusted", "unchecked"].iter().any(|t| state_of(t).is_none()) {
+        assert!(began.elapsed() < Duration::from_secs(15), "not every target probed; log:\n{}", tw.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(state_of("trusted").as_deref(), Some("up"), "{}", tw.log_text());
+    assert_eq!(state_of("unchecked").as_deref(), Some("up"));
+    assert_eq!(state_of("untrusted").as_deref(), Some("protocol_error"));
+    let log = tw.log_text();
+    let reason = log.lines().find(|l| l.contains("target=untrusted")).unwrap_or_else(|| panic!("{log}"));
+    assert!(reason.contains("code=tls") && reason.to_ascii_lowercase().contains("certificate"), "{reason}");
+
+    // The HTTP proxy speaks TLS to its upstream, trusting the configured CA.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+        "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let headers = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")];
+    let (code, body) = http(&tw_addr, "POST", "/proxy/secure/mcp", &headers, init.to_string().as_bytes()).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"serverInfo\""), "{body}");
+}

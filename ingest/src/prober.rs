@@ -12,10 +12,18 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How an `https://` server's certificate is checked: against the system's roots plus `roots`
+/// (a private CA); `insecure_skip_verify` checks nothing (test setups only).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    pub roots: Vec<reqwest::Certificate>,
+    pub insecure_skip_verify: bool,
+}
+
 #[derive(Clone, Debug)]
 pub enum ProbeTransport {
-    /// Streamable HTTP (`http://`).
-    Http { url: String, headers: Vec<(String, String)>, bearer_token: Option<String> },
+    /// Streamable HTTP (`http://` or `https://`).
+    Http { url: String, headers: Vec<(String, String)>, bearer_token: Option<String>, tls: TlsOptions },
     /// A server launched per probe, spoken to on its stdin/stdout.
     Stdio { command: Vec<String> },
 }
@@ -89,16 +97,19 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 }
 
 /// What kind of failure an error is, from the client library's description of it.
-fn classify(e: &str) -> (&'static str, Option<u16>) {
+fn classify(e: &str) -> (&'static str, &'static str, Option<u16>) {
     let l = e.to_ascii_lowercase();
     if l.contains("authrequired") || l.contains("auth required") || l.contains("401") || l.contains("unauthorized") {
-        ("auth_required", Some(401))
+        ("auth_required", "auth_required", Some(401))
     } else if l.contains("insufficientscope") || l.contains("403") || l.contains("forbidden") {
-        ("auth_required", Some(403))
+        ("auth_required", "auth_required", Some(403))
     } else if l.contains("connection refused") || l.contains("connect error") || l.contains("connection reset") {
-        ("down", None)
+        ("down", "down", None)
+    } else if l.contains("certificate") || l.contains("tls") {
+        // The server answers, but not with a certificate this prober trusts (or not with TLS).
+        ("protocol_error", "tls", None)
     } else {
-        ("protocol_error", None)
+        ("protocol_error", "protocol_error", None)
     }
 }
 
@@ -155,13 +166,12 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
     };
     let handshake_failed = |r: &mut ProbeResult, e: String| -> Failure {
-        let (state, status) = classify(&e);
+        let (state, code, status) = classify(&e);
         r.http_status = status;
-        let code = if state == "protocol_error" { "protocol_error" } else { state };
         (state, code.to_string(), e)
     };
     let client: RunningService<RoleClient, ()> = match &spec.transport {
-        ProbeTransport::Http { url, headers, bearer_token } => {
+        ProbeTransport::Http { url, headers, bearer_token, tls } => {
             let t = Instant::now();
             let addr = host_port(url).map_err(|e| ("protocol_error", "bad_url".to_string(), e))?;
             tokio::net::TcpStream::connect(&addr)
@@ -176,8 +186,12 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
                     .map_err(|e| ("protocol_error", "bad_header".to_string(), format!("header {k:?}: {e}")))?;
                 hm.insert(name, value);
             }
-            let http = reqwest::Client::builder()
-                .default_headers(hm)
+            let mut b = reqwest::Client::builder().default_headers(hm);
+            for c in &tls.roots {
+                b = b.add_root_certificate(c.clone());
+            }
+            let http = b
+                .danger_accept_invalid_certs(tls.insecure_skip_verify)
                 .build()
                 .map_err(|e| ("protocol_error", "client".to_string(), e.to_string()))?;
             let mut cfg =
@@ -287,9 +301,14 @@ async fn after_handshake(
 }
 
 fn host_port(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs (and stdio commands) can be probed"))?;
+    let (rest, port) = match url.strip_prefix("http://") {
+        Some(rest) => (rest, 80),
+        None => (
+            url.strip_prefix("https://")
+                .ok_or_else(|| format!("{url:?}: only http:// and https:// URLs (and stdio commands) can be probed"))?,
+            443,
+        ),
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit('@').next().unwrap_or(authority);
     if authority.is_empty() {
@@ -298,7 +317,7 @@ fn host_port(url: &str) -> Result<String, String> {
     let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']'));
-    Ok(if has_port { authority.to_string() } else { format!("{authority}:80") })
+    Ok(if has_port { authority.to_string() } else { format!("{authority}:{port}") })
 }
 
 /// Checks a spec before the prober starts, so a bad one is a start-up error.
@@ -329,7 +348,7 @@ pub fn start(specs: Vec<ProbeSpec>, sink: Arc<ProbeSink>, max_concurrent: usize)
                     let Ok(_permit) = pool.acquire().await else { return };
                     let r = probe_once(&spec).await;
                     if !r.success {
-                        tracing::info!(target = %r.target, state = %r.state, error = %r.error_message, "MCP probe failed");
+                        tracing::info!(target = %r.target, state = %r.state, code = %r.error_code, error = %r.error_message, "MCP probe failed");
                     }
                     if let Err(e) = sink.record(std::slice::from_ref(&r)) {
                         tracing::warn!(target = %r.target, error = %e, "probe result not stored");
@@ -353,7 +372,8 @@ mod tests {
     fn urls_to_addresses() {
         assert_eq!(host_port("http://127.0.0.1:9201/mcp").unwrap(), "127.0.0.1:9201");
         assert_eq!(host_port("http://example.com/mcp").unwrap(), "example.com:80");
-        assert!(host_port("https://example.com/mcp").unwrap_err().contains("only http://"));
+        assert_eq!(host_port("https://example.com/mcp").unwrap(), "example.com:443");
+        assert!(host_port("ftp://example.com/mcp").unwrap_err().contains("only http:// and https://"));
     }
 
     #[test]
