@@ -363,7 +363,12 @@ fn grafana_dashboard_queries_answer() {
     let mut tool_panels = 0;
     for panel in dash["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$tool", ".*");
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$tool", ".*")
+                .replace("$target", ".*");
             let (code, v) = get(
                 &tw.addr,
                 "/api/v1/query_range",
@@ -377,6 +382,7 @@ fn grafana_dashboard_queries_answer() {
         }
     }
     assert!(tool_panels >= 4);
-    let var = &dash["templating"]["list"][0]["query"]["query"];
-    assert_eq!(var, "label_values(mcp_tool_calls_total, tool)");
+    let vars: Vec<&Value> =
+        dash["templating"]["list"].as_array().unwrap().iter().map(|v| &v["query"]["query"]).collect();
+    assert_eq!(vars, ["label_values(mcp_tool_calls_total, tool)", "label_values(mcp_tool_calls_total, target)"]);
 }
