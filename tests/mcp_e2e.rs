@@ -2,26 +2,22 @@
 //! sessions and stateless 2026-07-28), its own telemetry stored in itself, and the HTTP guard
 //! (bearer tokens, Origin, rate and body limits).
 
+#[path = "../mcp/tests/support/client.rs"]
+mod client;
 mod common;
+use client::{call, eras, ok, text};
 
 use common::{http, remote_write, Server};
-use rmcp::model::{CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ProtocolVersion};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
 use rmcp::service::{PeerRequestOptions, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn eras() -> Vec<(&'static str, ClientLifecycleMode)> {
-    vec![
-        ("legacy", ClientLifecycleMode::Initialize),
-        ("modern", ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }),
-    ]
 }
 
 async fn connect(addr: &str, mode: ClientLifecycleMode, token: Option<&str>) -> RunningService<RoleClient, ()> {
@@ -30,22 +26,6 @@ async fn connect(addr: &str, mode: ClientLifecycleMode, token: Option<&str>) -> 
         cfg = cfg.auth_header(t.to_string());
     }
     ().serve_with_lifecycle(StreamableHttpClientTransport::from_config(cfg), mode).await.expect("MCP client connects")
-}
-
-async fn call(c: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> CallToolResult {
-    let args = args.as_object().cloned().unwrap_or_default();
-    c.peer().call_tool(CallToolRequestParams::new(tool).with_arguments(args)).await.expect("tool call answered")
-}
-
-fn text(r: &CallToolResult) -> String {
-    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
-}
-
-fn ok(r: &CallToolResult) -> Value {
-    assert_ne!(r.is_error, Some(true), "tool failed: {}", text(r));
-    let s = r.structured_content.clone().expect("structuredContent");
-    assert_eq!(s, serde_json::from_str::<Value>(&text(r)).unwrap(), "text block repeats structuredContent");
-    s
 }
 
 fn write_fixture(addr: &str) {

@@ -1,9 +1,7 @@
 //! The MCP server in process: rmcp's own client talks to `ToolwatchMcp` over an in-memory pipe
 //! in both protocol eras, against a real store filled with known samples.
 
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, GetPromptRequestParams, ReadResourceRequestParams,
-};
+use rmcp::model::{CallToolRequestParams, ClientRequest, GetPromptRequestParams, ReadResourceRequestParams};
 use rmcp::service::{PeerRequestOptions, RunningService};
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{json, Value};
@@ -13,6 +11,9 @@ use toolwatch_mcp::{Backend, Budget, McpMetrics, McpOptions, ToolwatchMcp};
 use toolwatch_query::http::{MetadataSource, MetricMetadata, QueryState, RuntimeFacts};
 use toolwatch_query::metrics::QueryMetrics;
 use toolwatch_storage::{Db, DbOptions, LabelRef};
+
+mod support;
+use support::client::{call, eras, ok, text};
 
 struct Meta;
 impl MetadataSource for Meta {
@@ -121,34 +122,6 @@ async fn connect(b: &Arc<Backend>, mode: ClientLifecycleMode) -> RunningService<
         }
     });
     ().serve_with_lifecycle(client_io, mode).await.expect("client connects")
-}
-
-fn eras() -> Vec<(&'static str, ClientLifecycleMode)> {
-    vec![
-        ("legacy", ClientLifecycleMode::Initialize),
-        (
-            "modern",
-            ClientLifecycleMode::Discover { preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28] },
-        ),
-    ]
-}
-
-async fn call(c: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> CallToolResult {
-    let args = args.as_object().cloned().unwrap_or_default();
-    c.peer().call_tool(CallToolRequestParams::new(tool).with_arguments(args)).await.expect("tool call answered")
-}
-
-fn text(r: &CallToolResult) -> String {
-    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
-}
-
-/// Structured content of a successful call, checked against the text block that repeats it.
-fn ok(r: &CallToolResult) -> Value {
-    assert_ne!(r.is_error, Some(true), "tool failed: {}", text(r));
-    let s = r.structured_content.clone().expect("structuredContent");
-    let t: Value = serde_json::from_str(&text(r)).expect("text block is the same JSON");
-    assert_eq!(s, t);
-    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
