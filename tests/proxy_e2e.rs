@@ -401,6 +401,7 @@ async fn http_proxy_relays_exactly_and_streams() {
         assert_eq!(h["x-api-key"], "k1");
         assert_eq!(h["authorization"], "Bearer up-secret", "toolwatch's own token is not passed on");
         assert_eq!(h["host"], up.as_str());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "the upstream learns who the client was");
         assert!(!h.contains_key("accept-encoding"));
     }
 

@@ -211,6 +211,20 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
     if p.opts.own_auth {
         headers.remove(header::AUTHORIZATION);
     }
+    // The upstream sees toolwatch as its peer; this tells it (its logs, its rate limits) who
+    // the client was, appended to whatever proxies before us said.
+    if let Some(axum::extract::ConnectInfo(peer)) =
+        parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        let ip = peer.ip().to_string();
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(before) => format!("{before}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
     for (k, v) in &p.extra {
         headers.insert(k, v.clone());
     }
