@@ -188,6 +188,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         let opts = toolwatch_mcp::proxy_http::ProxyOptions {
             max_request_body_bytes: cfg.mcp.max_request_body_bytes,
             allowed_hosts: cfg.mcp.allowed_hosts.clone(),
+            allowed_origins: cfg.mcp.allowed_origins.clone(),
             own_auth: !cfg.auth.tokens.is_empty(),
         };
         let metrics = toolwatch_mcp::proxy::ProxyMetrics::register(&mut proxy_registry);

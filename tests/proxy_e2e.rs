@@ -475,11 +475,17 @@ async fn http_proxy_relays_exactly_and_streams() {
         assert!(s.iter().any(|(_, _, b)| b == b"not json"));
     }
 
-    // toolwatch's own guards apply to the proxy: its token, the Host check, the body limit.
+    // toolwatch's own guards apply to the proxy: its token, the Host and Origin checks, the body
+    // limit.
     let r = client.post(&url).body(call_body(1, "json")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let r = post(call_body(1, "json")).header("host", "evil.test").send().await.unwrap();
     assert_eq!(r.status(), 403);
+    let r = post(call_body(1, "json")).header("origin", "http://evil.test").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("mcp.allowed_origins"));
+    let r = post(call_body(1, "json")).header("origin", "http://localhost:3000").send().await.unwrap();
+    assert_eq!(r.status(), 200);
     let r = post("x".repeat(100_000)).send().await.unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("mcp.max_request_body_bytes"));
@@ -490,7 +496,7 @@ async fn http_proxy_relays_exactly_and_streams() {
         let q = format!("sum(mcp_tool_calls_total{{target=\"raw\",status=\"{status}\"}})");
         value_of(&eventually(&tw.addr, &auth, &q, |r| value_of(r) == want))
     };
-    assert_eq!((calls("ok", 1.0), calls("tool_error", 1.0), calls("error", 2.0)), (1.0, 1.0, 2.0));
+    assert_eq!((calls("ok", 2.0), calls("tool_error", 1.0), calls("error", 2.0)), (2.0, 1.0, 2.0));
     let ops = eventually(
         &tw.addr,
         &auth,

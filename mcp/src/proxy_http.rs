@@ -50,6 +50,10 @@ pub struct ProxyOptions {
     /// `Host` values accepted (`mcp.allowed_hosts`). The upstream sees its own host name, so its
     /// DNS-rebinding check cannot see the client's: the proxy checks here instead.
     pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted (`mcp.allowed_origins`), checked as `/mcp` checks them: many
+    /// upstreams trust whatever reaches them on loopback, and toolwatch must not become the
+    /// way a web page gets there.
+    pub allowed_origins: Vec<String>,
     /// toolwatch checks bearer tokens itself: then the client's `Authorization` is toolwatch's
     /// credential and is not passed on (upstream credentials come from the target's config).
     pub own_auth: bool,
@@ -172,6 +176,15 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
             false,
             -32600,
             "Host header is not allowed (mcp.allowed_hosts)".into(),
+        );
+    }
+    if !origin_allowed(&parts.headers, &p.opts.allowed_origins) {
+        return jsonrpc_error(
+            StatusCode::FORBIDDEN,
+            &[],
+            false,
+            -32600,
+            "Origin header is not allowed (mcp.allowed_origins)".into(),
         );
     }
     let body = match axum::body::to_bytes(body, p.opts.max_request_body_bytes).await {
@@ -315,6 +328,39 @@ fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     allowed.iter().any(|a| match a.parse::<axum::http::uri::Authority>() {
         Ok(x) => bare(x.host()) == host && x.port_u16().is_none_or(|p| Some(p) == auth.port_u16()),
         Err(_) => bare(a) == host,
+    })
+}
+
+/// Requests without `Origin` (not from a browser) pass; `null` only when listed; otherwise
+/// scheme and host must match an entry, whose port is `*` (any), absent (any, as rmcp still
+/// allows) or equal to the origin's (the scheme's default when the origin omits it). An empty
+/// list admits no browser origin, as `/mcp` enforces.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str().map(str::trim) else { return false };
+    if origin.eq_ignore_ascii_case("null") {
+        return allowed.iter().any(|a| a.trim().eq_ignore_ascii_case("null"));
+    }
+    let parse = |v: &str| -> Option<(String, String, Option<u16>)> {
+        let u = v.parse::<axum::http::Uri>().ok()?;
+        Some((
+            u.scheme_str()?.to_ascii_lowercase(),
+            u.host()?.trim_matches(['[', ']']).to_ascii_lowercase(),
+            u.port_u16(),
+        ))
+    };
+    let Some((scheme, host, port)) = parse(origin) else { return false };
+    let port = port.or(match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    });
+    allowed.iter().any(|a| {
+        let (a, any_port) = match a.trim().strip_suffix(":*") {
+            Some(base) => (base, true),
+            None => (a.trim(), false),
+        };
+        parse(a).is_some_and(|(s, h, p)| s == scheme && h == host && (any_port || p.is_none() || p == port))
     })
 }
 
@@ -588,6 +634,33 @@ mod tests {
         assert!(!host_allowed(&h("evil.test:9201"), &allowed));
         assert!(!host_allowed(&HeaderMap::new(), &allowed));
         assert!(host_allowed(&h("evil.test"), &[]));
+    }
+
+    #[test]
+    fn origins_are_checked_like_mcp() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ORIGIN, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        let allowed: Vec<String> = [
+            "http://localhost:*",
+            "http://127.0.0.1:*",
+            "http://[::1]:*",
+            "https://app.example:8443",
+            "http://portless",
+        ]
+        .map(String::from)
+        .to_vec();
+        for ok in ["http://localhost:3000", "http://[::1]:5173", "https://app.example:8443", "http://portless:81"] {
+            assert!(origin_allowed(&h(ok), &allowed), "{ok}");
+        }
+        for bad in ["http://evil.test", "https://localhost:3000", "https://app.example", "null", "garbage"] {
+            assert!(!origin_allowed(&h(bad), &allowed), "{bad}");
+        }
+        assert!(origin_allowed(&HeaderMap::new(), &allowed), "no Origin: not a browser");
+        assert!(!origin_allowed(&h("http://localhost:3000"), &[]));
+        assert!(origin_allowed(&h("null"), &["null".into()]));
     }
 
     #[test]
