@@ -169,23 +169,15 @@ fn end_to_end(h: &HeaderMap) -> HeaderMap {
 
 async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if !host_allowed(&parts.headers, &p.opts.allowed_hosts) {
-        return jsonrpc_error(
-            StatusCode::FORBIDDEN,
-            &[],
-            false,
-            -32600,
-            "Host header is not allowed (mcp.allowed_hosts)".into(),
-        );
-    }
-    if !origin_allowed(&parts.headers, &p.opts.allowed_origins) {
-        return jsonrpc_error(
-            StatusCode::FORBIDDEN,
-            &[],
-            false,
-            -32600,
-            "Origin header is not allowed (mcp.allowed_origins)".into(),
-        );
+    let refused = if !host_allowed(&parts.headers, &p.opts.allowed_hosts) {
+        Some("Host header is not allowed (mcp.allowed_hosts)")
+    } else if !origin_allowed(&parts.headers, &p.opts.allowed_origins) {
+        Some("Origin header is not allowed (mcp.allowed_origins)")
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        return jsonrpc_error(StatusCode::FORBIDDEN, &[], false, -32600, why.into());
     }
     let body = match axum::body::to_bytes(body, p.opts.max_request_body_bytes).await {
         Ok(b) => b,
