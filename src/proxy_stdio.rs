@@ -103,7 +103,10 @@ async fn relay(a: ProxyArgs) -> Result<i32> {
     // sent, so its answer can never overtake it.
     let obs = observer.clone();
     let up = tokio::spawn(async move {
-        pump(tokio::io::stdin(), &mut child_in, |line| obs.lock().client_message(line)).await;
+        pump(tokio::io::stdin(), &mut child_in, |line| {
+            obs.lock().client_message(line);
+        })
+        .await;
     });
     // Server → client.
     let obs = observer.clone();
@@ -119,13 +122,13 @@ async fn relay(a: ProxyArgs) -> Result<i32> {
     // a JSON-RPC error, so the agent is not left waiting.
     let status = child.wait().await.ok();
     let ids = observer.lock().fail_pending("-32000");
+    let why = format!(
+        "the MCP server {:?} exited before answering ({})",
+        a.target,
+        status.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into())
+    );
     for id in ids {
-        let msg = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": serde_json::from_str::<serde_json::Value>(&id).unwrap_or(serde_json::Value::Null),
-            "error": {"code": -32000, "message": format!("the MCP server {:?} exited before answering ({})", a.target,
-                status.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into()))},
-        });
+        let msg = toolwatch_mcp::proxy::error_message(&id, -32000, &why);
         let _ = out.write_all(format!("{msg}\n").as_bytes()).await;
     }
     let _ = out.flush().await;

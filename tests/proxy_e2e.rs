@@ -82,17 +82,11 @@ impl Session {
 }
 
 fn query(addr: &str, q: &str) -> Vec<Value> {
-    let (code, body) =
-        common::http(addr, "GET", &format!("/api/v1/query?query={}", common::urlencode(q)), &[], &[]).unwrap();
-    assert_eq!(code, 200);
-    serde_json::from_slice::<Value>(&body).unwrap()["data"]["result"].as_array().cloned().unwrap_or_default()
+    eventually(addr, &[], q, |_| true)
 }
 
 fn calls(addr: &str, status: &str) -> f64 {
-    query(addr, &format!("sum(mcp_tool_calls_total{{target=\"demo\",status=\"{status}\"}})"))
-        .first()
-        .and_then(|r| r["value"][1].as_str()?.parse().ok())
-        .unwrap_or(0.0)
+    value_of(&query(addr, &format!("sum(mcp_tool_calls_total{{target=\"demo\",status=\"{status}\"}})")))
 }
 
 /// `tool_health`'s entry (from `mcp_tool_calls_total`) for one tool of one proxied target, asked

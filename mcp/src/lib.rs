@@ -103,26 +103,20 @@ async fn http_answers(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
-    use axum::response::IntoResponse;
     let is_delete = req.method() == axum::http::Method::DELETE;
     let mut resp = next.run(req).await;
     if is_delete && resp.status() == StatusCode::ACCEPTED {
         *resp.status_mut() = StatusCode::NO_CONTENT;
     }
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": null,
-            "error": {"code": -32600, "message": format!("request body exceeds mcp.max_request_body_bytes ({limit} bytes)")},
-        });
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        return proxy_http::jsonrpc_error(StatusCode::PAYLOAD_TOO_LARGE, &[], false, -32600, body_limit_message(limit));
     }
     resp
+}
+
+/// The error for a body over `mcp.max_request_body_bytes` (on `/mcp` and the proxies).
+fn body_limit_message(limit: usize) -> String {
+    format!("request body exceeds mcp.max_request_body_bytes ({limit} bytes)")
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin.

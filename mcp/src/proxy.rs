@@ -162,7 +162,20 @@ fn version_label(v: &str) -> String {
     }
 }
 
+/// The requests in one client message.
+#[derive(Debug, Default, PartialEq)]
+pub struct Requests {
+    pub ids: Vec<Value>,
+    pub batch: bool,
+}
+
+/// A JSON-RPC error answering `id`: what a relay sends when the server cannot.
+pub fn error_message(id: &Value, code: i64, message: &str) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
 struct Pending {
+    id: Value,
     method: String,
     tool: String,
     request_bytes: usize,
@@ -200,12 +213,19 @@ impl Observer {
         self.protocol_version = version_label(v);
     }
 
-    /// A message from the client (one line on stdio, one POST body on HTTP).
-    pub fn client_message(&mut self, bytes: &[u8]) {
+    /// A message from the client (one line on stdio, one POST body on HTTP). Returns the ids
+    /// of the requests in it (a batch in its order), for a relay that must answer them itself.
+    pub fn client_message(&mut self, bytes: &[u8]) -> Requests {
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Array(items)) => items.iter().for_each(|m| self.client_one(m, bytes.len() / items.len().max(1))),
-            Ok(m) => self.client_one(&m, bytes.len()),
-            Err(_) => self.malformed("client"),
+            Ok(Value::Array(items)) => {
+                let n = bytes.len() / items.len().max(1);
+                Requests { ids: items.iter().filter_map(|m| self.client_one(m, n)).collect(), batch: true }
+            }
+            Ok(m) => Requests { ids: self.client_one(&m, bytes.len()).into_iter().collect(), batch: false },
+            Err(_) => {
+                self.malformed("client");
+                Requests::default()
+            }
         }
     }
 
@@ -218,7 +238,7 @@ impl Observer {
         }
     }
 
-    fn malformed(&self, direction: &str) {
+    pub(crate) fn malformed(&self, direction: &str) {
         self.metrics
             .malformed
             .get_or_create(&TargetLabels { target: self.target.clone(), direction: direction.into() })
@@ -236,10 +256,11 @@ impl Observer {
             .observe(n as f64);
     }
 
-    fn client_one(&mut self, m: &Value, n: usize) {
+    /// Notes one client message; returns its id when it is a request.
+    fn client_one(&mut self, m: &Value, n: usize) -> Option<Value> {
         let Some(method) = m.get("method").and_then(Value::as_str) else {
             // A response from the client (to a server request): nothing to time.
-            return;
+            return None;
         };
         if method == "initialize" {
             if let Some(v) = m.pointer("/params/protocolVersion").and_then(Value::as_str) {
@@ -259,15 +280,16 @@ impl Observer {
                     self.finish(p, "cancelled".into(), None);
                 }
             }
-            return;
+            return None;
         };
         let tool = if method == "tools/call" {
             m.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_string()
         } else {
             String::new()
         };
-        let p = Pending { method: method.to_string(), tool, request_bytes: n, began: Instant::now() };
+        let p = Pending { id: id.clone(), method: method.to_string(), tool, request_bytes: n, began: Instant::now() };
         self.pending.insert(id.to_string(), p);
+        Some(id.clone())
     }
 
     fn server_one(&mut self, m: &Value, n: usize) {
@@ -333,14 +355,16 @@ impl Observer {
 
     /// The server went away: every unanswered request fails with `error_type` (the relay sends
     /// the client a JSON-RPC error for each). Returns their ids.
-    pub fn fail_pending(&mut self, error_type: &str) -> Vec<String> {
-        let ids: Vec<String> = self.pending.keys().cloned().collect();
-        for id in &ids {
-            if let Some(p) = self.pending.remove(id) {
+    pub fn fail_pending(&mut self, error_type: &str) -> Vec<Value> {
+        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        pending
+            .into_iter()
+            .map(|p| {
+                let id = p.id.clone();
                 self.finish(p, error_type.to_string(), None);
-            }
-        }
-        ids
+                id
+            })
+            .collect()
     }
 
     /// Requests noted and not yet recorded.

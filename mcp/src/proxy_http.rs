@@ -9,7 +9,7 @@
 //! response, and the session's protocol version travels in `MCP-Protocol-Version` on every
 //! request after `initialize`.
 
-use crate::proxy::{Observer, ProxyMetrics, TargetNames, UpstreamLabels};
+use crate::proxy::{error_message, Observer, ProxyMetrics, Requests, TargetNames, UpstreamLabels};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -187,7 +187,7 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
                 &[],
                 false,
                 -32600,
-                format!("request body exceeds mcp.max_request_body_bytes ({} bytes)", p.opts.max_request_body_bytes),
+                crate::body_limit_message(p.opts.max_request_body_bytes),
             )
         }
     };
@@ -195,12 +195,8 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
     if let Some(v) = parts.headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()) {
         obs.set_protocol_version(v);
     }
-    let (ids, batch) = if parts.method == Method::POST {
-        obs.client_message(&body);
-        request_ids(&body)
-    } else {
-        (Vec::new(), false)
-    };
+    let Requests { ids, batch } =
+        if parts.method == Method::POST { obs.client_message(&body) } else { Requests::default() };
 
     let mut url = p.t.upstream.clone();
     if let Some(q) = parts.uri.query() {
@@ -356,25 +352,9 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     })
 }
 
-/// Ids of the requests in a client message (a batch keeps its order), and whether it was a batch.
-fn request_ids(body: &[u8]) -> (Vec<Value>, bool) {
-    let is_request = |m: &Value| m.get("method").is_some() && m.get("id").is_some();
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => {
-            (items.into_iter().filter(is_request).filter_map(|m| m.get("id").cloned()).collect(), true)
-        }
-        Ok(m) if is_request(&m) => (m.get("id").cloned().into_iter().collect(), false),
-        _ => (Vec::new(), false),
-    }
-}
-
-fn error_message(id: &Value, code: i64, message: &str) -> Value {
-    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-}
-
 /// An HTTP error whose body is a JSON-RPC error for each request the client sent (or one with
 /// a null id when it sent none).
-fn jsonrpc_error(status: StatusCode, ids: &[Value], batch: bool, code: i64, message: String) -> Response {
+pub(crate) fn jsonrpc_error(status: StatusCode, ids: &[Value], batch: bool, code: i64, message: String) -> Response {
     let body = if ids.is_empty() {
         error_message(&Value::Null, code, &message)
     } else if batch {
@@ -410,7 +390,7 @@ impl Tap {
             Watch::Sse(events) => events.feed(b, |data| self.obs.server_message(data)),
             Watch::Json(buf) if buf.len() + b.len() <= MAX_WATCHED => buf.extend_from_slice(b),
             Watch::Json(_) => {
-                self.obs.server_message(b"");
+                self.obs.malformed("server");
                 self.watch = Watch::Nothing;
             }
             Watch::Nothing => {}
@@ -482,7 +462,6 @@ impl futures_core::Stream for Relayed {
                 let msg = format!("the MCP server {:?} broke off its answer: {why}", p.t.target);
                 let mut events = String::new();
                 for id in ids {
-                    let id = serde_json::from_str::<Value>(&id).unwrap_or(Value::Null);
                     events.push_str(&format!("event: message\ndata: {}\n\n", error_message(&id, -32000, &msg)));
                 }
                 Poll::Ready(Some(Ok(Bytes::from(events))))
@@ -657,6 +636,12 @@ mod tests {
 
     #[test]
     fn request_ids_keep_batch_order_and_skip_notifications() {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let mut o = Observer::new("t", "tcp", ProxyMetrics::register(&mut reg), TargetNames::new(10));
+        let mut request_ids = |b: &[u8]| {
+            let r = o.client_message(b);
+            (r.ids, r.batch)
+        };
         let (ids, batch) = request_ids(
             br#"[{"jsonrpc":"2.0","id":"b","method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
         );
