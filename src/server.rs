@@ -183,8 +183,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut mcp = toolwatch_mcp::router(mcp_backend, mcp_shutdown.clone());
     // Proxied servers' series have the same names as toolwatch's own MCP series (both follow
     // OpenTelemetry), so they live in a registry of their own, stored under job "mcp-proxy".
-    let mut proxy_registry = prometheus_client::registry::Registry::default();
     if !cfg.proxies.is_empty() {
+        let mut proxy_registry = prometheus_client::registry::Registry::default();
         let opts = toolwatch_mcp::proxy_http::ProxyOptions {
             max_request_body_bytes: cfg.mcp.max_request_body_bytes,
             allowed_hosts: cfg.mcp.allowed_hosts.clone(),
@@ -196,6 +196,19 @@ pub async fn run(cfg: Config) -> Result<()> {
             .map_err(anyhow::Error::msg)?;
         mcp = mcp.merge(proxies);
         tracing::info!(targets = cfg.proxies.len(), "proxying MCP servers");
+        let m = metadata.clone();
+        tokio::spawn(crate::selfscrape::run(
+            move || {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut text, &proxy_registry);
+                text
+            },
+            move |name: &str, typ: &str, help: &str| m.set(name, typ, help, ""),
+            cell.clone(),
+            "mcp-proxy".into(),
+            cfg.listen.clone(),
+            cfg.self_monitoring.interval,
+        ));
     }
     let rl = &cfg.http.rate_limit;
     let guard = Arc::new(Guard {
@@ -214,21 +227,6 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let telemetry = Arc::new(telemetry);
     let app = router(cell.clone(), telemetry.clone(), ingest, query, rules, mcp, probe_routes, guard);
-    if !cfg.proxies.is_empty() {
-        let m = metadata.clone();
-        tokio::spawn(crate::selfscrape::run(
-            move || {
-                let mut text = String::new();
-                let _ = prometheus_client::encoding::text::encode(&mut text, &proxy_registry);
-                text
-            },
-            move |name: &str, typ: &str, help: &str| m.set(name, typ, help, ""),
-            cell.clone(),
-            "mcp-proxy".into(),
-            cfg.listen.clone(),
-            cfg.self_monitoring.interval,
-        ));
-    }
     if cfg.self_monitoring.enabled {
         let t = telemetry.clone();
         tokio::spawn(crate::selfscrape::run(
