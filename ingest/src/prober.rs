@@ -97,11 +97,15 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 }
 
 /// What kind of failure an error is, from the client library's description of it.
+///
+/// Only words count, never bare status numbers: the description carries the target's URL, and
+/// a port such as 40123 must not make a certificate error look like a 401. The client names an
+/// error status with its reason phrase ("401 Unauthorized", "403 Forbidden").
 fn classify(e: &str) -> (&'static str, &'static str, Option<u16>) {
     let l = e.to_ascii_lowercase();
-    if l.contains("authrequired") || l.contains("auth required") || l.contains("401") || l.contains("unauthorized") {
+    if l.contains("authrequired") || l.contains("auth required") || l.contains("unauthorized") {
         ("auth_required", "auth_required", Some(401))
-    } else if l.contains("insufficientscope") || l.contains("403") || l.contains("forbidden") {
+    } else if l.contains("insufficientscope") || l.contains("forbidden") {
         ("auth_required", "auth_required", Some(403))
     } else if l.contains("connection refused") || l.contains("connect error") || l.contains("connection reset") {
         ("down", "down", None)
@@ -395,5 +399,13 @@ mod tests {
         assert_eq!(classify("TransportError { error: AuthRequired(...) }").0, "auth_required");
         assert_eq!(classify("Connection refused (os error 111)").0, "down");
         assert_eq!(classify("Deserialize error: expected value").0, "protocol_error");
+        assert_eq!(classify("HTTP status client error (401 Unauthorized) for url (http://h/mcp)").0, "auth_required");
+        assert_eq!(classify("HTTP 403 Forbidden: no").2, Some(403));
+        // The port is part of the description; it is not a status.
+        let tls = "Client(reqwest::Error { kind: Request, url: \"https://localhost:40123/mcp\", source: \
+                   hyper_util::client::legacy::Error(Connect, Custom { kind: Other, error: \
+                   InvalidCertificate(UnknownIssuer) }) })";
+        assert_eq!(classify(tls), ("protocol_error", "tls", None));
+        assert_eq!(classify("connecting to 127.0.0.1:40301: Connection refused (os error 111)").0, "down");
     }
 }
