@@ -169,10 +169,10 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
     };
-    let handshake_failed = |r: &mut ProbeResult, e: String| -> Failure {
-        let (state, code, status) = classify(&e);
+    let handshake_failed = |r: &mut ProbeResult, e: HandshakeError| -> Failure {
+        let (state, code, status) = classify(&e.detail);
         r.http_status = status;
-        (state, code.to_string(), e)
+        (state, code.to_string(), e.message)
     };
     let client: RunningService<RoleClient, ()> = match &spec.transport {
         ProbeTransport::Http { url, headers, bearer_token, tls } => {
@@ -245,21 +245,80 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
 async fn handshake<T, E, A>(
     mut make: impl FnMut() -> Result<T, String>,
     lifecycle: ClientLifecycleMode,
-) -> Result<RunningService<RoleClient, ()>, String>
+) -> Result<RunningService<RoleClient, ()>, HandshakeError>
 where
     T: rmcp::transport::IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    match ().serve_with_lifecycle(make()?, lifecycle).await {
+    let transport = make().map_err(HandshakeError::plain)?;
+    match ().serve_with_lifecycle(transport, lifecycle).await {
         Ok(c) => Ok(c),
         Err(e) => {
-            let text = format!("{e:?}");
-            if !text.contains("NoCompatibleProtocolVersion") {
-                return Err(text);
+            let e = HandshakeError::from(&e);
+            if !e.detail.contains("NoCompatibleProtocolVersion") {
+                return Err(e);
             }
-            ().serve_with_lifecycle(make()?, ClientLifecycleMode::Initialize).await.map_err(|e| format!("{e:?}"))
+            let transport = make().map_err(HandshakeError::plain)?;
+            ().serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+                .await
+                .map_err(|e| HandshakeError::from(&e))
         }
     }
+}
+
+/// A failed handshake, described twice: `detail` (the error's Debug form) names the client
+/// library's error variants, which is what the failure's kind is read from; `message` is the
+/// chain of causes in words, which is what a person or an agent reads (the Debug form spends
+/// its first hundreds of characters on type names and ids).
+struct HandshakeError {
+    detail: String,
+    message: String,
+}
+
+impl HandshakeError {
+    fn plain(message: String) -> Self {
+        HandshakeError { detail: message.clone(), message }
+    }
+
+    fn from(e: &rmcp::service::ClientInitializeError) -> Self {
+        HandshakeError { detail: format!("{e:?}"), message: describe(e) }
+    }
+}
+
+/// A handshake error in words: what the client was doing, then each cause once. rmcp's
+/// transport errors do not hand on their causes through `source()` (and print the transport's
+/// type name), so the steps in between are opened here.
+fn describe(e: &rmcp::service::ClientInitializeError) -> String {
+    use rmcp::service::ClientInitializeError as E;
+    match e {
+        E::TransportError { error, context } => format!("{context}: {}", causes(&*error.error)),
+        E::LegacyFallbackFailed { discover, fallback } => {
+            format!("discover: {}; initialize: {}", describe(discover), describe(fallback))
+        }
+        other => causes(other),
+    }
+}
+
+/// An error and its sources, each said once: many errors print their source inside their own
+/// message, so a cause already said is not said again.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    type HttpError = rmcp::transport::streamable_http_client::StreamableHttpError<reqwest::Error>;
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = match err.downcast_ref::<HttpError>() {
+            Some(HttpError::Client(inner)) => Some(inner as &(dyn std::error::Error + 'static)),
+            _ => err.source(),
+        };
+    }
+    out
 }
 
 fn handshake_phase(r: &mut ProbeResult, c: &RunningService<RoleClient, ()>, t: Instant) {
