@@ -59,11 +59,7 @@ pub fn run(a: McpArgs) -> Result<()> {
         if cfg.self_monitoring.enabled {
             let reg = registry.clone();
             tokio::spawn(crate::selfscrape::run(
-                move || {
-                    let mut out = String::new();
-                    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
-                    out
-                },
+                move || crate::telemetry::exposition(&reg),
                 |_: &str, _: &str, _: &str| {},
                 cell.clone(),
                 cfg.self_monitoring.job.clone(),
@@ -74,8 +70,7 @@ pub fn run(a: McpArgs) -> Result<()> {
         toolwatch_mcp::serve_stdio(backend).await
     });
     // One last scrape so calls of a short session are kept.
-    let mut text = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    let text = crate::telemetry::exposition(&registry);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     crate::selfscrape::append_scrape(
         &db,

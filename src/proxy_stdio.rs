@@ -168,8 +168,7 @@ fn trim_newline(b: &[u8]) -> &[u8] {
 }
 
 fn snapshot_into_queue(s: &Shipper, a: &ProxyArgs) {
-    let mut text = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut text, &s.registry);
+    let text = crate::telemetry::exposition(&s.registry);
     let t = now_ms();
     let series = {
         let mut g = s.seen.lock();

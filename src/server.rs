@@ -198,11 +198,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         tracing::info!(targets = cfg.proxies.len(), "proxying MCP servers");
         let m = metadata.clone();
         tokio::spawn(crate::selfscrape::run(
-            move || {
-                let mut text = String::new();
-                let _ = prometheus_client::encoding::text::encode(&mut text, &proxy_registry);
-                text
-            },
+            move || crate::telemetry::exposition(&proxy_registry),
             move |name: &str, typ: &str, help: &str| m.set(name, typ, help, ""),
             cell.clone(),
             "mcp-proxy".into(),

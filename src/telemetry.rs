@@ -33,10 +33,15 @@ impl Telemetry {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
-        out
+        exposition(&self.registry)
     }
+}
+
+/// A registry in the Prometheus text format (what `/metrics` serves and the self-scrape stores).
+pub fn exposition(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String");
+    out
 }
 
 #[derive(Debug)]
