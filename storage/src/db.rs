@@ -464,6 +464,9 @@ impl DataDirLock {
     }
 }
 
+/// How long a lock held by this same process is waited for (see `lock_dir`).
+const SELF_HELD_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("lock");
     let mut f = OpenOptions::new()
@@ -473,15 +476,29 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .ctx(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on an fd we own; released when the file is closed (also on crash).
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = f.read_to_string(&mut holder);
-        let holder = if holder.trim().is_empty() { "unknown holder".to_string() } else { holder.trim().to_string() };
-        return Err(StorageError::Locked { path: dir.to_path_buf(), holder });
-    }
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let me = format!("pid {} on {}", std::process::id(), host.trim());
+    // A flock belongs to the open file description, and a child forked by any thread of this
+    // process shares it until that child execs (O_CLOEXEC acts only then). So a lock this
+    // process has just let go of can still look held, for as long as a fork takes. Wait that
+    // out, boundedly, when the holder named in the file is this very process; a Db still open
+    // here fails once the wait is over, and another process fails at once.
+    let deadline = Instant::now() + SELF_HELD_LOCK_WAIT;
+    loop {
+        // SAFETY: flock on an fd we own; released when the file is closed (also on crash).
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        let mut holder = String::new();
+        let _ = f.rewind().and_then(|_| f.read_to_string(&mut holder));
+        let holder = holder.trim();
+        if holder == me && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let holder = if holder.is_empty() { "unknown holder".to_string() } else { holder.to_string() };
+        return Err(StorageError::Locked { path: dir.to_path_buf(), holder });
+    }
     f.set_len(0)
         .and_then(|_| f.rewind())
         .and_then(|_| f.write_all(me.as_bytes()))

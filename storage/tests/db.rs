@@ -180,6 +180,30 @@ fn second_open_names_the_holder() {
     assert!(err.contains("locked") && err.contains(&format!("pid {}", std::process::id())), "{err}");
 }
 
+/// The CI failure this guards against: a process spawned by another thread forks while a Db is
+/// open, the child holds the lock's file description until it execs, and a reopen right after
+/// the Db is dropped found the lock still held — by this very process.
+#[test]
+fn reopen_waits_out_a_forked_child_holding_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    // SAFETY: the child only sleeps and _exits (async-signal-safe); it stands for the window
+    // between fork and exec in which it shares this process's open files.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            libc::usleep(300_000);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork failed");
+    drop(db);
+    let reopened = Db::open(dir.path(), DbOptions::default());
+    let mut status = 0;
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    reopened.expect("the lock is free once the child lets go of it");
+}
+
 #[test]
 fn labels_display() {
     assert_eq!(Labels::from_pairs(&[("a", "x\"y")]).to_string(), r#"{a="x\"y"}"#);
