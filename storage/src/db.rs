@@ -5,14 +5,13 @@ use crate::block::Block;
 use crate::error::{IoContext, Result, StorageError};
 use crate::head::{BatchItem, Head, HeadOptions, Mode};
 use crate::labels::{hash_label_refs, LabelRef, Labels};
+use crate::lock::DataDirLock;
 use crate::matcher::Matcher;
 use crate::series::Series;
 use crate::wal::{FsyncMode, SamplesEncoder, Wal};
 use crate::AppendError;
 use parking_lot::{Mutex, RwLock};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -452,58 +451,6 @@ impl Querier {
         values.dedup();
         values
     }
-}
-
-/// An exclusive `flock` on `<data-dir>/lock`, released when dropped or when the process dies.
-pub struct DataDirLock(#[allow(dead_code)] File);
-
-impl DataDirLock {
-    pub fn acquire(dir: &Path) -> Result<DataDirLock> {
-        fs::create_dir_all(dir).ctx(|| format!("creating data directory {}", dir.display()))?;
-        lock_dir(dir).map(DataDirLock)
-    }
-}
-
-/// How long a lock held by this same process is waited for (see `lock_dir`).
-const SELF_HELD_LOCK_WAIT: Duration = Duration::from_secs(2);
-
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .ctx(|| format!("opening {}", path.display()))?;
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let me = format!("pid {} on {}", std::process::id(), host.trim());
-    // A flock belongs to the open file description, and a child forked by any thread of this
-    // process shares it until that child execs (O_CLOEXEC acts only then). So a lock this
-    // process has just let go of can still look held, for as long as a fork takes. Wait that
-    // out, boundedly, when the holder named in the file is this very process; a Db still open
-    // here fails once the wait is over, and another process fails at once.
-    let deadline = Instant::now() + SELF_HELD_LOCK_WAIT;
-    loop {
-        // SAFETY: flock on an fd we own; released when the file is closed (also on crash).
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            break;
-        }
-        let mut holder = String::new();
-        let _ = f.rewind().and_then(|_| f.read_to_string(&mut holder));
-        let holder = holder.trim();
-        if holder == me && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let holder = if holder.is_empty() { "unknown holder".to_string() } else { holder.to_string() };
-        return Err(StorageError::Locked { path: dir.to_path_buf(), holder });
-    }
-    f.set_len(0)
-        .and_then(|_| f.rewind())
-        .and_then(|_| f.write_all(me.as_bytes()))
-        .ctx(|| format!("writing {}", path.display()))?;
-    Ok(f)
 }
 
 fn open_blocks(dir: &Path, stats: &DbStats) -> Result<Vec<Arc<Block>>> {
