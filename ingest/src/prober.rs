@@ -117,6 +117,27 @@ fn classify(e: &str) -> (&'static str, &'static str, Option<u16>) {
     }
 }
 
+/// The description without the target's URL, or its parts the client may print on their own
+/// (address, host, path), so that a word in them — a host named `tls.example`, a path
+/// `/unauthorized/mcp` — cannot pass for the kind of the error. Lowercased, as `classify` reads.
+fn without_url(detail: &str, url: &str) -> String {
+    let url = url.to_ascii_lowercase();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let mut parts = [url.trim_end_matches('/'), rest, authority, host, path];
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut d = detail.to_ascii_lowercase();
+    for p in parts.iter().filter(|p| p.len() > 1) {
+        d = d.replace(*p, " ");
+    }
+    d
+}
+
 fn shorten(s: String) -> String {
     if s.len() <= 500 {
         return s;
@@ -170,7 +191,11 @@ async fn run(spec: &ProbeSpec, r: &mut ProbeResult) -> Result<(), Failure> {
         legacy_version: Some(ProtocolVersion::V_2025_11_25),
     };
     let handshake_failed = |r: &mut ProbeResult, e: HandshakeError| -> Failure {
-        let (state, code, status) = classify(&e.detail);
+        let detail = match &spec.transport {
+            ProbeTransport::Http { url, .. } => without_url(&e.detail, url),
+            _ => e.detail.clone(),
+        };
+        let (state, code, status) = classify(&detail);
         r.http_status = status;
         (state, code.to_string(), e.message)
     };
@@ -466,5 +491,20 @@ mod tests {
                    InvalidCertificate(UnknownIssuer) }) })";
         assert_eq!(classify(tls), ("protocol_error", "tls", None));
         assert_eq!(classify("connecting to 127.0.0.1:40301: Connection refused (os error 111)").0, "down");
+    }
+
+    #[test]
+    fn words_in_the_target_url_are_not_the_error() {
+        // A 400 from a server whose host and path hold the words `classify` looks for.
+        let url = "https://TLS.example:8443/unauthorized/certificate/mcp";
+        let detail = "UnexpectedServerResponse(\"HTTP 400 Bad Request\") for url \
+                      (https://tls.example:8443/unauthorized/certificate/mcp), host tls.example";
+        assert_eq!(classify(&without_url(detail, url)), ("protocol_error", "protocol_error", None));
+        // The error's own words still count.
+        let refused = "error sending request for url (https://tls.example:8443/unauthorized/certificate/mcp): \
+                       Connection refused";
+        assert_eq!(classify(&without_url(refused, url)).0, "down");
+        let cert = "https://tls.example:8443/unauthorized/certificate/mcp: invalid peer certificate: UnknownIssuer";
+        assert_eq!(classify(&without_url(cert, url)).1, "tls");
     }
 }
