@@ -131,13 +131,16 @@ impl Names {
 
 /// Methods a target may show: the spec has a few dozen.
 const MAX_METHODS: usize = 100;
+/// JSON-RPC error codes a target may show: the spec and MCP define about a dozen.
+const MAX_ERROR_CODES: usize = 50;
 
 /// The label values one target has admitted (shared by all its sessions): tool names (an
-/// unknown tool is "method not found" or "invalid params") and method names ("method not
-/// found").
+/// unknown tool is "method not found" or "invalid params"), method names ("method not
+/// found") and the error codes its server answers with.
 pub struct TargetNames {
     tools: Names,
     methods: Names,
+    codes: Names,
 }
 
 impl TargetNames {
@@ -146,6 +149,7 @@ impl TargetNames {
         Arc::new(TargetNames {
             tools: names(max_tools, &["-32601", "-32602"]),
             methods: names(MAX_METHODS, &["-32601"]),
+            codes: names(MAX_ERROR_CODES, &[]),
         })
     }
 }
@@ -300,11 +304,16 @@ impl Observer {
         let Some(p) = self.pending.remove(&id.to_string()) else { return };
         if p.method == "initialize" {
             if let Some(v) = m.pointer("/result/protocolVersion").and_then(Value::as_str) {
-                self.protocol_version = v.to_string();
+                self.protocol_version = version_label(v);
             }
         }
+        // The server's words become label values too: a code must be an integer, and only so
+        // many distinct ones are kept.
         let error_type = if let Some(code) = m.pointer("/error/code") {
-            code.to_string()
+            match code.as_i64() {
+                Some(c) => self.names.codes.label(&c.to_string(), ""),
+                None => "_other".to_string(),
+            }
         } else if m.pointer("/result/isError") == Some(&Value::Bool(true)) {
             "tool_error".to_string()
         } else {
