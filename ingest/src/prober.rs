@@ -123,12 +123,8 @@ fn classify(e: &str) -> (&'static str, &'static str, Option<u16>) {
 fn without_url(detail: &str, url: &str) -> String {
     let url = url.to_ascii_lowercase();
     let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
+    let (authority, path) = authority_and_path(rest);
+    let host = split_port(authority).0;
     let mut parts = [url.trim_end_matches('/'), rest, authority, host, path];
     parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
     let mut d = detail.to_ascii_lowercase();
@@ -397,15 +393,29 @@ fn host_port(url: &str) -> Result<String, String> {
             443,
         ),
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let (authority, _) = authority_and_path(rest);
     if authority.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']'));
-    Ok(if has_port { authority.to_string() } else { format!("{authority}:{port}") })
+    Ok(match split_port(authority) {
+        (_, Some(_)) => authority.to_string(),
+        (host, None) => format!("{host}:{port}"),
+    })
+}
+
+/// What follows a URL's scheme, cut into its address (`host[:port]`, user info dropped) and
+/// the rest (path, query, fragment).
+fn authority_and_path(rest: &str) -> (&str, &str) {
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    (authority.rsplit('@').next().unwrap_or(authority), path)
+}
+
+/// An address's host and port, if it names one (an IPv6 host `[::1]` keeps its colons).
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
+    }
 }
 
 /// Checks a spec before the prober starts, so a bad one is a start-up error.
