@@ -121,13 +121,16 @@ fn classify(e: &str) -> (&'static str, &'static str, Option<u16>) {
 /// (address, host, path), so that a word in them — a host named `tls.example`, a path
 /// `/unauthorized/mcp` — cannot pass for the kind of the error. Lowercased, as `classify` reads.
 fn without_url(detail: &str, url: &str) -> String {
-    let url = url.to_ascii_lowercase();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let (authority, path) = authority_and_path(rest);
-    let host = split_port(authority).0;
-    let mut parts = [url.trim_end_matches('/'), rest, authority, host, path];
-    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
     let mut d = detail.to_ascii_lowercase();
+    let Ok(u) = parse_url(url) else { return d };
+    // As the client prints it (host lowercased, default port dropped), and as written.
+    let printed = u.as_str().to_ascii_lowercase();
+    let written = url.to_ascii_lowercase();
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let address = host_port(url).unwrap_or_default().to_ascii_lowercase();
+    let path = u.path().to_ascii_lowercase();
+    let mut parts = [printed.trim_end_matches('/'), written.trim_end_matches('/'), &address, &host, &path];
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in parts.iter().filter(|p| p.len() > 1) {
         d = d.replace(*p, " ");
     }
@@ -384,37 +387,20 @@ async fn after_handshake(
     Ok(())
 }
 
-fn host_port(url: &str) -> Result<String, String> {
-    let (rest, port) = match url.strip_prefix("http://") {
-        Some(rest) => (rest, 80),
-        None => (
-            url.strip_prefix("https://")
-                .ok_or_else(|| format!("{url:?}: only http:// and https:// URLs (and stdio commands) can be probed"))?,
-            443,
-        ),
-    };
-    let (authority, _) = authority_and_path(rest);
-    if authority.is_empty() {
-        return Err(format!("{url:?}: no host"));
+/// The URL read by reqwest's own parser, so the prober checks exactly what its client will use.
+fn parse_url(url: &str) -> Result<reqwest::Url, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{url:?}: only http:// and https:// URLs (and stdio commands) can be probed"));
     }
-    Ok(match split_port(authority) {
-        (_, Some(_)) => authority.to_string(),
-        (host, None) => format!("{host}:{port}"),
-    })
+    Ok(u)
 }
 
-/// What follows a URL's scheme, cut into its address (`host[:port]`, user info dropped) and
-/// the rest (path, query, fragment).
-fn authority_and_path(rest: &str) -> (&str, &str) {
-    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    (authority.rsplit('@').next().unwrap_or(authority), path)
-}
-
-/// An address's host and port, if it names one (an IPv6 host `[::1]` keeps its colons).
-fn split_port(authority: &str) -> (&str, Option<&str>) {
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']') => (h, Some(p)),
-        _ => (authority, None),
+fn host_port(url: &str) -> Result<String, String> {
+    let u = parse_url(url)?;
+    match (u.host_str(), u.port_or_known_default()) {
+        (Some(host), Some(port)) if !host.is_empty() => Ok(format!("{host}:{port}")),
+        _ => Err(format!("{url:?}: no host")),
     }
 }
 
