@@ -5,7 +5,11 @@
 #   prometheus-alertmanager (0.25, Debian) — the real notification target in tests/alerting_e2e.rs;
 #   the Python MCP client (PyPI mcp 2.3.0) — a real MCP client in tests/mcp_clients.rs;
 #   openssl — a private CA and certificate for the https:// targets in tests/probes_e2e.rs.
-# Services are never left running: a temporary policy-rc.d stops apt from starting them.
+# No service is started, so none needs stopping: a temporary policy-rc.d (exit 101) tells apt's
+# maintainer scripts (invoke-rc.d, deb-systemd-invoke) not to start them. An existing policy-rc.d
+# is left as it is. Nothing here stops or kills processes: on a host that already runs a
+# Prometheus or Alertmanager, those are never touched (the tests start their own on free ports
+# and stop them by PID).
 set -euo pipefail
 command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
 PKGS=(prometheus prometheus-alertmanager openssl)
@@ -16,21 +20,14 @@ done
 if ((${#need[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  created=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d
-    created=1
+    # Removed however the install ends, so the host's services start normally afterwards.
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   $SUDO apt-get update -qq || $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need[@]}"
-  ((created)) && $SUDO rm -f /usr/sbin/policy-rc.d
-  for s in prometheus prometheus-node-exporter prometheus-alertmanager; do
-    [[ -x "/etc/init.d/$s" ]] && { $SUDO /etc/init.d/"$s" stop >/dev/null 2>&1 || true; }
-  done
-  pkill -u prometheus -x prometheus 2>/dev/null || true
-  pkill -u prometheus -f prometheus-node-exporter 2>/dev/null || true
-  pkill -u prometheus -f prometheus-alertmanager 2>/dev/null || true
 fi
 python3 -c 'import mcp' 2>/dev/null && [[ $(python3 -c 'import importlib.metadata as m; print(m.version("mcp"))') == 2.3.0 ]] \
   || python3 -m pip install --quiet --disable-pip-version-check "mcp==2.3.0"

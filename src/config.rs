@@ -92,6 +92,8 @@ pub struct StorageConfig {
     pub retention_bytes: u64,
     #[serde(deserialize_with = "de_duration")]
     pub persist_interval: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub max_future: Duration,
 }
 
 impl Default for StorageConfig {
@@ -107,6 +109,9 @@ impl Default for StorageConfig {
             retention_time: Duration::from_secs(15 * 24 * 3600),
             retention_bytes: 0,
             persist_interval: Duration::from_secs(60),
+            // As Mimir's creation grace period: a sender whose clock runs a little ahead is
+            // fine, one sending nanoseconds as milliseconds is not.
+            max_future: Duration::from_secs(600),
         }
     }
 }
@@ -117,6 +122,9 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_inflight_requests: usize,
+    /// Longest a write body (remote-write, probe results) may take to arrive; past it 408.
+    #[serde(deserialize_with = "de_duration")]
+    pub body_read_timeout: Duration,
     pub max_series_per_request: usize,
     pub max_labels_per_series: usize,
     pub max_label_name_bytes: usize,
@@ -130,6 +138,7 @@ impl Default for IngestConfig {
             max_body_bytes: d.max_body_bytes,
             max_decompressed_bytes: d.max_decompressed_bytes,
             max_inflight_requests: d.max_inflight_requests,
+            body_read_timeout: d.body_read_timeout,
             max_series_per_request: d.decode.max_series_per_request,
             max_labels_per_series: d.decode.max_labels_per_series,
             max_label_name_bytes: d.decode.max_label_name_bytes,
@@ -190,12 +199,22 @@ pub struct StaticConfig {
     pub targets: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+}
+
+/// Never prints the URL's user-info or query string (they may hold credentials).
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &toolwatch_storage::redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -245,6 +264,10 @@ pub struct QueryConfig {
     pub max_concurrency: usize,
     /// Points per series a range query may return.
     pub max_points_per_series: usize,
+    /// Levels a query's syntax tree may have (query API, rules and MCP tools alike).
+    pub max_expression_depth: usize,
+    /// Levels a query may have for `/api/v1/format_query`, whose output grows with their square.
+    pub max_format_depth: usize,
 }
 
 impl Default for QueryConfig {
@@ -256,6 +279,8 @@ impl Default for QueryConfig {
             lookback_delta: d.lookback,
             max_concurrency: 20,
             max_points_per_series: d.max_points_per_series,
+            max_expression_depth: toolwatch_query::depth::DEFAULT_MAX_EXPRESSION_DEPTH,
+            max_format_depth: toolwatch_query::depth::DEFAULT_MAX_FORMAT_DEPTH,
         }
     }
 }
@@ -317,12 +342,30 @@ impl Default for AuthConfig {
     }
 }
 
+/// What a token may do. Each route declares the one scope it needs where it is mounted
+/// (src/server.rs); `toolwatch routes` lists them.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// The query API, rules and alerts, `/mcp`, `/metrics`.
     Read,
+    /// Remote-write (`/api/v1/write`, `/api/v1/push`) and pushed probe results.
     Write,
+    /// Flush and rule reload.
     Admin,
+    /// `/proxy/*`: relaying to upstream MCP servers with toolwatch's own credentials.
+    Proxy,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+            Scope::Proxy => "proxy",
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -390,6 +433,10 @@ impl Config {
             serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
         cfg.config_dir = path.parent().map_or_else(|| PathBuf::from("."), |p| p.to_path_buf());
         cfg.validate()?;
+        // One depth limit for everything that parses PromQL in this process: the query API,
+        // rule files and MCP tools (see toolwatch_query::depth).
+        toolwatch_query::depth::set_max_expression_depth(cfg.query.max_expression_depth);
+        toolwatch_query::depth::set_max_format_depth(cfg.query.max_format_depth);
         Ok(cfg)
     }
 
@@ -405,17 +452,25 @@ impl Config {
                 bail!("alerting.alertmanagers[].api_version: only v2 is supported, got {:?}", am.api_version);
             }
         }
+        if self.query.max_expression_depth == 0 || self.query.max_format_depth == 0 {
+            bail!("query.max_expression_depth and query.max_format_depth must be positive");
+        }
         if self.query.lookback_delta.is_zero() || self.query.timeout.is_zero() {
             bail!("query.lookback_delta and query.timeout must be positive");
         }
         for t in &self.auth.tokens {
+            if t.token_file.is_empty() && t.token.trim().is_empty() {
+                bail!("auth.tokens[{:?}]: token is empty or only whitespace (set token or token_file)", t.name);
+            }
             if t.token.is_empty() == t.token_file.is_empty() {
                 bail!("auth.tokens[{:?}]: set exactly one of token and token_file", t.name);
             }
             if t.scopes.is_empty() {
-                bail!("auth.tokens[{:?}]: scopes must list at least one of read, write, admin", t.name);
+                bail!("auth.tokens[{:?}]: scopes must list at least one of read, write, admin, proxy", t.name);
             }
         }
+        // Token files are read now, so an empty or missing one stops the start at once.
+        self.tokens()?;
         if self.mcp.tool_timeout.is_zero() || self.self_monitoring.interval.is_zero() {
             bail!("mcp.tool_timeout and self_monitoring.interval must be positive");
         }
@@ -438,7 +493,8 @@ impl Config {
             toolwatch_mcp::proxy_http::validate(t)
                 .map_err(|e| anyhow::anyhow!("proxies[{i}] ({:?}): {e}", t.target))?;
             if proxies_itself(t, &self.listen) {
-                bail!("proxies[{i}] ({:?}): upstream {} is one of toolwatch's own proxy paths", t.target, t.upstream);
+                let upstream = toolwatch_storage::redact_url(&t.upstream);
+                bail!("proxies[{i}] ({:?}): upstream {upstream} is one of toolwatch's own proxy paths", t.target);
             }
             if !paths.insert(t.path.clone()) {
                 bail!("proxies[{i}] ({:?}): path {} is used by another proxy", t.target, t.path);
@@ -467,10 +523,12 @@ impl Config {
             wal_segment_bytes: s.wal_segment_bytes,
             retention_ms,
             retention_bytes: s.retention_bytes,
-            max_block_span_ms: s
-                .max_block_span
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or((retention_ms / 10).min(31 * 24 * 3600 * 1000)),
+            max_block_span_ms: s.max_block_span.map(|d| d.as_millis() as i64).unwrap_or(if retention_ms == 0 {
+                31 * 24 * 3600 * 1000
+            } else {
+                (retention_ms / 10).min(31 * 24 * 3600 * 1000)
+            }),
+            max_future_ms: s.max_future.as_millis() as i64,
         }
     }
 
@@ -491,6 +549,7 @@ impl Config {
             max_body_bytes: i.max_body_bytes,
             max_decompressed_bytes: i.max_decompressed_bytes,
             max_inflight_requests: i.max_inflight_requests,
+            body_read_timeout: i.body_read_timeout,
             decode: DecodeLimits {
                 max_series_per_request: i.max_series_per_request,
                 max_labels_per_series: i.max_labels_per_series,
@@ -533,6 +592,10 @@ impl Config {
                         .trim_end()
                         .to_string()
                 };
+                // An empty secret would match an empty presented token; never accept one.
+                if secret.trim().is_empty() {
+                    bail!("auth.tokens[{:?}]: the token (token or token_file) is empty or only whitespace", t.name);
+                }
                 Ok(crate::auth::Token { name: t.name.clone(), secret, scopes: t.scopes.clone() })
             })
             .collect()
@@ -591,6 +654,16 @@ mod tests {
         assert_eq!(c.storage.wal_fsync, FsyncMode::Batch);
         assert_eq!(c.listen, "127.0.0.1:9201");
         assert!(serde_yaml::from_str::<Config>("storage:\n  bogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn body_read_timeout_is_a_duration_with_a_default() {
+        let c: Config = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(c.ingest.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.ingest_limits().body_read_timeout, Duration::from_secs(30));
+        let c: Config = serde_yaml::from_str("ingest:\n  body_read_timeout: 1s\n").unwrap();
+        assert_eq!(c.ingest_limits().body_read_timeout, Duration::from_secs(1));
+        assert!(serde_yaml::from_str::<Config>("ingest:\n  body_read_timeout: 5\n").is_err());
     }
 
     #[test]

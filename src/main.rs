@@ -40,6 +40,15 @@ enum Cmd {
     /// Run a stdio MCP server behind a relay that records per-tool metrics into a running
     /// toolwatch: `toolwatch proxy --target NAME -- CMD ARGS...`.
     Proxy(proxy_stdio::ProxyArgs),
+    /// Print every HTTP route with the scope a token needs for it (`open`: none), one per line,
+    /// as the server with this config would mount them; exits 1 if a route declares no scope.
+    /// (docs/security.md)
+    #[command(hide = true)]
+    Routes {
+        /// Config file (proxies add routes; tokens are checked as at start).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -47,9 +56,14 @@ pub struct McpArgs {
     /// The running toolwatch to relay to (its /mcp). Ignored with --data-dir.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9201")]
     pub url: String,
-    /// Bearer token for --url (or set TOOLWATCH_TOKEN).
+    /// Bearer token for --url. Shows in `ps` to every user of this host: prefer --token-file
+    /// or the TOOLWATCH_TOKEN environment variable.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// File holding the bearer token for --url (trailing whitespace trimmed). Without --token
+    /// and --token-file, TOOLWATCH_TOKEN is used when set.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Open this data directory instead of relaying (no toolwatch server may be using it).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -100,6 +114,13 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        Some(Cmd::Routes { config }) => match print_routes(config.as_deref()) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("toolwatch routes: {e:#}");
+                std::process::exit(1);
+            }
+        },
         Some(Cmd::Mcp(a)) => {
             if let Err(e) = mcp_stdio::run(a) {
                 eprintln!("toolwatch mcp: {e:#}");
@@ -113,6 +134,50 @@ fn main() {
         eprintln!("toolwatch: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The bearer token a client subcommand sends: `--token`, else the contents of `--token-file`,
+/// else `TOOLWATCH_TOKEN`, else none. An empty file is an error (a token was meant).
+pub fn client_token(token: Option<String>, token_file: Option<&std::path::Path>) -> Result<Option<String>> {
+    if let Some(t) = token.filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Some(p) = token_file {
+        let t = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("reading --token-file {}: {e}", p.display()))?
+            .trim()
+            .to_string();
+        if t.is_empty() {
+            anyhow::bail!("--token-file {} is empty", p.display());
+        }
+        return Ok(Some(t));
+    }
+    Ok(std::env::var("TOOLWATCH_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
+/// `toolwatch routes`: every route of the app with its declared scope; 1 if any has none.
+fn print_routes(config: Option<&std::path::Path>) -> Result<i32> {
+    let cfg = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let routes = rt.block_on(async { server::app_routes(&cfg) })?;
+    let mut undeclared = 0;
+    for (path, access) in routes {
+        match access {
+            Some(a) => println!("{path} {}", a.as_str()),
+            None => {
+                undeclared += 1;
+                println!("{path} undeclared");
+            }
+        }
+    }
+    if undeclared > 0 {
+        eprintln!("toolwatch routes: {undeclared} route(s) declare no scope (mount them with one in src/server.rs)");
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 /// Checks each file; prints promtool's report shape; returns the exit code (1 if any failed).

@@ -28,7 +28,7 @@ pub fn run(a: McpArgs) -> Result<()> {
     crate::init_logging("warn");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let Some(dir) = a.data_dir else {
-        let token = a.token.or_else(|| std::env::var("TOOLWATCH_TOKEN").ok().filter(|t| !t.is_empty()));
+        let token = crate::client_token(a.token, a.token_file.as_deref())?;
         return rt.block_on(toolwatch_mcp::relay_stdio(&a.url, token)).map_err(anyhow::Error::msg);
     };
     cfg.data_dir = dir;

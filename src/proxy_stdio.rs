@@ -24,9 +24,14 @@ pub struct ProxyArgs {
     /// The toolwatch that receives the metrics (remote-write to <URL>/api/v1/write).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9201")]
     pub url: String,
-    /// Bearer token with the write scope (or set TOOLWATCH_TOKEN).
-    #[arg(long)]
+    /// Bearer token with the write scope. Shows in `ps` to every user of this host: prefer
+    /// --token-file or the TOOLWATCH_TOKEN environment variable.
+    #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// File holding the bearer token (trailing whitespace trimmed). Without --token and
+    /// --token-file, TOOLWATCH_TOKEN is used when set.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// How often metrics are sent.
     #[arg(long, default_value = "5s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -51,8 +56,10 @@ fn now_ms() -> i64 {
 }
 
 /// Runs the proxy; returns the server's exit code.
-pub fn run(a: ProxyArgs) -> Result<i32> {
+pub fn run(mut a: ProxyArgs) -> Result<i32> {
     crate::init_logging("warn");
+    // Resolved once (flag, file, environment); the shipper sends what is in `a.token`.
+    a.token = crate::client_token(a.token.take(), a.token_file.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(relay(a))
 }
@@ -204,7 +211,7 @@ fn snapshot_into_queue(s: &Shipper, a: &ProxyArgs) {
 /// Sends queued snapshots oldest first; stops at the first failure (they stay queued).
 async fn flush_queue(s: &Shipper, a: &ProxyArgs) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
-    let token = a.token.clone().or_else(|| std::env::var("TOOLWATCH_TOKEN").ok().filter(|t| !t.is_empty()));
+    let token = a.token.clone();
     let url = format!("{}/api/v1/write", a.url.trim_end_matches('/'));
     loop {
         let Some((body, n)) = s.queue.lock().front().cloned() else { return };

@@ -128,6 +128,19 @@ impl Collector for StorageCollector {
             "Unreadable blocks moved aside at start-up",
             l(&s.blocks_dropped),
         )?;
+        counter(
+            e,
+            "toolwatch_tsdb_blocks_quarantined",
+            "Blocks moved aside as <id>.corrupt (at start-up, or a chunk failing its check when compacted or read)",
+            l(&s.blocks_quarantined),
+        )?;
+        counter(e, "toolwatch_wal_fsync_failures", "Failed fsyncs of the WAL", db.wal_fsync_failures())?;
+        gauge(
+            e,
+            "toolwatch_wal_healthy",
+            "0 while the last WAL fsync has failed (writes answer 503 until one succeeds), else 1",
+            if db.wal_healthy() { 1.0 } else { 0.0 },
+        )?;
         counter(e, "toolwatch_storage_blocks_cut", "Blocks written from the head", l(&s.blocks_cut))?;
         counter(e, "toolwatch_storage_compactions", "Block compactions", l(&s.compactions))?;
         counter(

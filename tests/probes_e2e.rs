@@ -92,7 +92,7 @@ fn pushed_results_become_series() {
     assert_eq!(value(a, "mcp_probe_schema_changes_total{target=\"search\"}"), Some(2.0));
 
     let (code, body) = {
-        let (c, b) = http(a, "POST", "/api/v1/probes", &[], b"{not json").unwrap();
+        let (c, b) = http(a, "POST", "/api/v1/probes", &[("Content-Type", "application/json")], b"{not json").unwrap();
         (c, String::from_utf8_lossy(&b).to_string())
     };
     assert_eq!(code, 400);

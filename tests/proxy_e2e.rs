@@ -73,10 +73,20 @@ impl Session {
         let began = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                return (self.transcript, st.code());
+                return (std::mem::take(&mut self.transcript), st.code());
             }
             assert!(began.elapsed() < Duration::from_secs(20), "session did not end");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A session a failing test leaves behind is stopped by its PID (never by name) and reaped.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -355,7 +365,7 @@ async fn http_proxy_relays_exactly_and_streams() {
         &cfg,
         format!(
             "self_monitoring: {{interval: 1s}}\nmcp: {{max_request_body_bytes: 65536}}\n\
-             auth: {{tokens: [{{name: agent, token: tw-secret, scopes: [read]}}]}}\n\
+             auth: {{tokens: [{{name: agent, token: tw-secret, scopes: [read, proxy]}}]}}\n\
              proxies:\n  - {{target: raw, upstream: \"http://{up}/mcp\", bearer_token: up-secret, headers: {{X-Api-Key: k1}}}}\n"
         ),
     )

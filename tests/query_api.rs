@@ -187,6 +187,14 @@ fn grafana_requests_replayed() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["result"][0]["value"], serde_json::json!([1700000600, "240"]));
     assert!(v["data"]["stats"]["samples"]["totalQueryableSamples"].as_u64().unwrap() > 0);
+    // Measured, not made up: one series selected, so one sample held at the peak; the wait for
+    // a query slot is reported; what is not measured (a separate result sort) is left out.
+    let stats = &v["data"]["stats"];
+    assert_eq!(stats["samples"]["peakSamples"], 1, "{stats}");
+    assert!(stats["timings"]["execQueueTime"].as_f64().is_some_and(|t| t >= 0.0), "{stats}");
+    let (total, eval) = (stats["timings"]["execTotalTime"].as_f64(), stats["timings"]["evalTotalTime"].as_f64());
+    assert!(total.unwrap() >= eval.unwrap(), "{stats}");
+    assert!(stats["timings"].get("resultSortTime").is_none(), "{stats}");
 
     let (code, v) = get(a, "/api/v1/format_query", &[("query", "sum(rate(foo[5m]))by(job)")]);
     assert_eq!(code, 200);
@@ -241,6 +249,16 @@ fn errors_and_limits_in_prometheus_form() {
         "bad_data",
         "11000 points",
     );
+    // As Prometheus: refused only when (end-start)/step > 11000, so exactly 11000 steps answer.
+    let (code, v) = get(a, "/api/v1/query_range", &[("query", "1"), ("start", "0"), ("end", "11000"), ("step", "1")]);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["values"].as_array().unwrap().len(), 11_001);
+    check(
+        get(a, "/api/v1/query_range", &[("query", "1"), ("start", "0"), ("end", "11001"), ("step", "1")]),
+        400,
+        "bad_data",
+        "11000 points",
+    );
     check(
         get(a, "/api/v1/query_range", &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")]),
         400,
@@ -259,6 +277,57 @@ fn errors_and_limits_in_prometheus_form() {
     );
     check(get(a, "/api/v1/series", &[]), 400, "bad_data", "no match[] parameter provided");
     check(get(a, "/api/v1/label/a-b/values", &[]), 400, "bad_data", "invalid label name");
+}
+
+/// `reloadConfigSuccess` and `lastConfigTime` are those of the last rule-file load: at start,
+/// by `POST /-/reload` and by SIGHUP; a failed load keeps the time of the last good one.
+#[test]
+fn runtimeinfo_reports_the_last_rule_load() {
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let good = "groups:\n  - name: g\n    rules:\n      - record: r:one\n        expr: vector(1)\n";
+    let broken = "groups:\n  - name: g\n    rules:\n      - record: r:one\n        expr: sum(\n";
+    std::fs::write(&rules, good).unwrap();
+    let cfg = dir.path().join("toolwatch.yml");
+    std::fs::write(&cfg, "rule_files: ['rules.yml']\nself_monitoring:\n  enabled: false\n").unwrap();
+    let began = now_ms();
+    let tw = Server::start(&dir.path().join("tw"), &["--config", cfg.to_str().unwrap()]);
+    let info = || {
+        let (code, v) = get(&tw.addr, "/api/v1/status/runtimeinfo", &[]);
+        assert_eq!(code, 200, "{v}");
+        let d = v["data"].clone();
+        let t = toolwatch_query::time::parse_time(d["lastConfigTime"].as_str().unwrap()).unwrap();
+        (d["reloadConfigSuccess"].as_bool().unwrap(), t)
+    };
+    // Loaded at start.
+    let (ok, t0) = info();
+    assert!(ok);
+    assert!(t0 >= began - 1000 && t0 <= now_ms(), "{t0} not within the start ({began}..)");
+
+    // A broken file: the reload fails and says so; the last good load's time stays.
+    std::fs::write(&rules, broken).unwrap();
+    assert_eq!(http(&tw.addr, "POST", "/-/reload", &[], &[]).unwrap().0, 500);
+    assert_eq!(info(), (false, t0));
+
+    // Fixed: success again, at the time of this reload.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::write(&rules, good).unwrap();
+    let before_reload = now_ms();
+    assert_eq!(http(&tw.addr, "POST", "/-/reload", &[], &[]).unwrap().0, 200);
+    let (ok, t1) = info();
+    assert!(ok);
+    assert!(t1 > t0 && t1 >= before_reload - 1000 && t1 <= now_ms(), "{t0} -> {t1}");
+
+    // SIGHUP reloads too, and a failed one shows.
+    std::fs::write(&rules, broken).unwrap();
+    tw.signal(libc::SIGHUP);
+    let waited = std::time::Instant::now();
+    while info().0 {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(10), "the SIGHUP reload was not reported");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(info(), (false, t1));
 }
 
 #[test]
@@ -385,4 +454,39 @@ fn grafana_dashboard_queries_answer() {
     let vars: Vec<&Value> =
         dash["templating"]["list"].as_array().unwrap().iter().map(|v| &v["query"]["query"]).collect();
     assert_eq!(vars, ["label_values(mcp_tool_calls_total, tool)", "label_values(mcp_tool_calls_total, target)"]);
+}
+
+/// The queries that used to abort the whole server (a tokio worker's stack overflowed): long
+/// chains and deep nesting answer over HTTP, past the limits a `bad_data` names the setting, and
+/// the server answers the next request.
+#[test]
+fn deep_queries_answer_and_never_bring_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let tw = Server::start(&dir.path().join("tw"), &[]);
+    let a = &tw.addr;
+    let chain = |op: &str, n: usize| vec!["vector(1)"; n].join(op);
+    let nest = |open: &str, close: &str, n: usize| format!("{}vector(1){}", open.repeat(n), close.repeat(n));
+    for (q, want) in [
+        (chain("+", 3_000), "3000"),
+        (chain(" or ", 3_000), "1"),
+        (chain("+", 10_000), "10000"),
+        (nest("(", ")", 10_000), "1"),
+        (nest("abs(", ")", 10_000), "1"),
+        (nest("-(", ")", 10_000), if 10_000 % 2 == 0 { "1" } else { "-1" }),
+        (nest("sum(", ")", 10_000), "1"),
+    ] {
+        let (code, v) = post_form(a, "/api/v1/query", &[("query", &q), ("time", "100")]);
+        assert_eq!(code, 200, "{}…: {v}", &q[..40]);
+        assert_eq!(v["data"]["result"][0]["value"][1], want, "{}…", &q[..40]);
+    }
+    let (code, v) = post_form(a, "/api/v1/query", &[("query", &nest("abs(", ")", 30_000)), ("time", "100")]);
+    assert_eq!((code, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("query.max_expression_depth"), "{v}");
+    let (code, v) = post_form(a, "/api/v1/format_query", &[("query", &nest("abs(", ")", 5_000))]);
+    assert_eq!((code, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("query.max_format_depth"), "{v}");
+    let (code, v) = post_form(a, "/api/v1/format_query", &[("query", &nest("abs(", ")", 100))]);
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = get(a, "/api/v1/query", &[("query", "1+1"), ("time", "100")]);
+    assert_eq!((code, v["data"]["result"][1].as_str()), (200, Some("2")), "{v}");
 }

@@ -81,6 +81,10 @@ fn undecodable_unsupported_and_too_large() {
     let (code, body) = post(&server.addr, &[("Content-Type", "application/json")], &ok_body);
     assert_eq!(code, 415, "{body}");
     assert!(body.contains("application/x-protobuf"));
+    // The content type is required (a browser cannot send it cross-site without a preflight).
+    let (code, body) = post(&server.addr, &[("Content-Encoding", "snappy")], &ok_body);
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains(r#""errorType":"bad_data""#) && body.contains("missing Content-Type"), "{body}");
     let big = vec![0u8; 4000];
     let (code, body) = post(&server.addr, &RW_HEADERS, &big);
     assert_eq!(code, 413);
@@ -165,7 +169,8 @@ fn full_ingest_queue_answers_429() {
         let mut c = std::net::TcpStream::connect(&server.addr).unwrap();
         write!(
             c,
-            "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\nab"
+            "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\n\
+             Content-Length: 1000\r\n\r\nab"
         )
         .unwrap();
         c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();

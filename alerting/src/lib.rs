@@ -23,5 +23,5 @@ pub mod unittest;
 
 pub use error::AlertingError;
 pub use group::GroupShared;
-pub use manager::{router, RuleManager};
+pub use manager::{reload_router, router, RuleManager};
 pub use notifier::{Notifier, Target, TargetKind};

@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use toolwatch_query::http::ConfigReloads;
 use toolwatch_storage::Db;
 
 pub struct RuleManager {
@@ -26,6 +27,8 @@ pub struct RuleManager {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The last reload's outcome, for logs and the reload endpoint.
     last_error: Mutex<Option<String>>,
+    /// Where every load's outcome is also reported (the query API's `runtimeinfo`), once set.
+    reloads: OnceLock<Arc<ConfigReloads>>,
 }
 
 impl RuleManager {
@@ -45,7 +48,20 @@ impl RuleManager {
             groups: RwLock::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            reloads: OnceLock::new(),
         })
+    }
+
+    /// Reports the outcome of every later load (start, `POST /-/reload`, SIGHUP) to `to`, which
+    /// `/api/v1/status/runtimeinfo` reads. Set once; later calls are ignored.
+    pub fn report_reloads_to(&self, to: Arc<ConfigReloads>) {
+        let _ = self.reloads.set(to);
+    }
+
+    fn report(&self, ok: bool) {
+        if let Some(r) = self.reloads.get() {
+            r.record(ok, now_ms());
+        }
     }
 
     /// (Re)loads the rule files. On error the running groups stay as they are.
@@ -56,6 +72,7 @@ impl RuleManager {
                 let msg = format!("error loading rules, previous rule set restored: {e}");
                 tracing::error!("{msg}");
                 *self.last_error.lock() = Some(msg.clone());
+                self.report(false);
                 return Err(msg);
             }
         };
@@ -79,6 +96,7 @@ impl RuleManager {
         *self.groups.write() = new;
         *self.tasks.lock() = tasks;
         *self.last_error.lock() = None;
+        self.report(true);
         tracing::info!(groups = self.groups.read().len(), rules = n, "rules loaded");
         Ok(n)
     }
@@ -114,12 +132,15 @@ async fn run_group(g: Arc<Group>, db: Arc<OnceLock<Db>>, shared: Arc<GroupShared
     }
 }
 
+/// `/api/v1/rules` and `/api/v1/alerts` (reading). Reloading is `reload_router`: the two need
+/// different scopes, declared where the binary mounts each.
 pub fn router(m: Arc<RuleManager>) -> Router {
-    Router::new()
-        .route("/api/v1/rules", get(rules_api))
-        .route("/api/v1/alerts", get(alerts_api))
-        .route("/-/reload", post(reload_api))
-        .with_state(m)
+    Router::new().route("/api/v1/rules", get(rules_api)).route("/api/v1/alerts", get(alerts_api)).with_state(m)
+}
+
+/// `POST /-/reload` (administering).
+pub fn reload_router(m: Arc<RuleManager>) -> Router {
+    Router::new().route("/-/reload", post(reload_api)).with_state(m)
 }
 
 fn ok_json(v: serde_json::Value) -> Response {

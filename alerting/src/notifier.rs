@@ -155,7 +155,10 @@ impl Notifier {
             TargetKind::Alertmanager => serde_json::to_vec(batch).unwrap_or_default(),
             TargetKind::Webhook => webhook_payload(batch),
         };
-        let labels = TargetLabels { target: t.url.clone() };
+        // URLs may carry secrets (user-info, a token in the query string): logs and series get
+        // the URL without them, and reqwest's errors without the URL.
+        let shown = toolwatch_storage::redact_url(&t.url);
+        let labels = TargetLabels { target: shown.clone() };
         for attempt in 0..3u32 {
             let r = self
                 .client
@@ -172,13 +175,16 @@ impl Notifier {
                     return;
                 }
                 Ok(resp) if resp.status().is_client_error() => {
-                    tracing::warn!(target = %t.url, status = %resp.status(), "alert notification rejected");
+                    tracing::warn!(target = %shown, status = %resp.status(), "alert notification rejected");
                     break;
                 }
                 Ok(resp) => {
-                    tracing::warn!(target = %t.url, status = %resp.status(), attempt, "alert notification failed")
+                    tracing::warn!(target = %shown, status = %resp.status(), attempt, "alert notification failed")
                 }
-                Err(e) => tracing::warn!(target = %t.url, error = %e, attempt, "alert notification failed"),
+                Err(e) => {
+                    let e = e.without_url();
+                    tracing::warn!(target = %shown, error = %e, attempt, "alert notification failed")
+                }
             }
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }

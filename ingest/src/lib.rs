@@ -9,6 +9,7 @@
 //! the binary. It never touches the data directory itself and never acknowledges a sample that
 //! is not in the WAL.
 
+pub mod body;
 pub mod decode;
 pub mod metadata;
 pub mod metrics;

@@ -243,6 +243,22 @@ impl ProbeSink {
         self.targets.lock().get(target).and_then(|t| t.last.clone())
     }
 
+    /// Refuses a result stamped more than `storage.max_future` past `now`, as remote-write
+    /// refuses such samples: stored, it would hold the target's series open far ahead.
+    pub fn check_time(&self, r: ProbeResult, now: i64) -> Result<ProbeResult, FieldError> {
+        let max = self.db.get().map_or(0, |db| db.options().max_future_ms);
+        if max > 0 && r.timestamp > now.saturating_add(max) {
+            return Err(err(
+                "timestamp",
+                format!(
+                    "{} ms is more than storage.max_future = {max} ms ahead of this server's clock ({now})",
+                    r.timestamp
+                ),
+            ));
+        }
+        Ok(r)
+    }
+
     /// Stores results; each result's series are written together or not at all.
     pub fn record(&self, results: &[ProbeResult]) -> Result<usize, String> {
         let db = self.db.get().ok_or("storage is starting (WAL replay in progress)")?;
@@ -357,13 +373,30 @@ mod tests {
     }
 }
 
+/// Whether the request's media type is `application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// `POST /api/v1/probes`: one result or an array. Every valid result is stored; each invalid
-/// one is rejected whole and named (index and field) in a 400.
-pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize) -> axum::Router {
+/// one is rejected whole and named (index and field) in a 400. The body is read with
+/// `ingest.max_body_bytes` checked as it arrives (413) and within `ingest.body_read_timeout`
+/// (408).
+pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize, body_read_timeout: std::time::Duration) -> axum::Router {
+    use crate::body::BodyError;
     use axum::extract::{DefaultBodyLimit, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
-    async fn push(State((sink, max)): State<(Arc<ProbeSink>, usize)>, body: axum::body::Bytes) -> Response {
+    type PushState = (Arc<ProbeSink>, usize, std::time::Duration);
+    async fn push(
+        State((sink, max, timeout)): State<PushState>,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Body,
+    ) -> Response {
         let bad = |code: StatusCode, msg: String, extra: Value| {
             let mut v = serde_json::json!({"status": "error", "errorType": "bad_data", "error": msg});
             if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
@@ -371,13 +404,29 @@ pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize) -> axum::Router {
             }
             (code, [(axum::http::header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
         };
-        if body.len() > max {
+        // JSON only: a web page can POST text/plain or a form anywhere without a CORS
+        // preflight, but not application/json.
+        if !is_json(&headers) {
             return bad(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body of {} bytes exceeds ingest.max_body_bytes ({max})", body.len()),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Type: expected application/json".into(),
                 Value::Null,
             );
         }
+        let body = match crate::body::read_body(body, max, timeout).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { seen }) => {
+                return bad(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body of at least {seen} bytes exceeds ingest.max_body_bytes ({max})"),
+                    Value::Null,
+                )
+            }
+            Err(BodyError::TimedOut) => return crate::body::timeout_response(timeout),
+            Err(BodyError::Read(e)) => {
+                return bad(StatusCode::BAD_REQUEST, format!("reading the body: {e}"), Value::Null)
+            }
+        };
         let v: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => return bad(StatusCode::BAD_REQUEST, format!("body: not JSON: {e}"), Value::Null),
@@ -391,7 +440,7 @@ pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize) -> axum::Router {
         let mut ok = Vec::new();
         let mut rejected = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            match parse_result(item, now) {
+            match parse_result(item, now).and_then(|r| sink.check_time(r, now)) {
                 Ok(r) => ok.push(r),
                 Err(e) => {
                     let field = if is_array {
@@ -428,5 +477,5 @@ pub fn router(sink: Arc<ProbeSink>, max_body_bytes: usize) -> axum::Router {
         .route("/api/v1/probes", axum::routing::post(push))
         // The handler checks the size itself, to name the limit.
         .layer(DefaultBodyLimit::disable())
-        .with_state((sink, max_body_bytes))
+        .with_state((sink, max_body_bytes, body_read_timeout))
 }

@@ -137,6 +137,25 @@ fn without_url(detail: &str, url: &str) -> String {
     d
 }
 
+/// `message` with the target's URL, wherever a client library printed it, replaced by the URL
+/// without user-info and query string (they may hold credentials): the message is logged and
+/// shown by `probe_status`.
+fn without_secrets(message: String, spec: &ProbeSpec) -> String {
+    let ProbeTransport::Http { url, .. } = &spec.transport else { return message };
+    let shown = toolwatch_storage::redact_url(url);
+    let mut forms = vec![url.clone()];
+    if let Ok(u) = reqwest::Url::parse(url) {
+        forms.push(u.as_str().to_string());
+        forms.push(u.as_str().trim_end_matches('/').to_string());
+    }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    let mut m = message;
+    for f in forms.iter().filter(|f| !f.is_empty() && **f != shown) {
+        m = m.replace(f.as_str(), &shown);
+    }
+    m
+}
+
 fn shorten(s: String) -> String {
     if s.len() <= 500 {
         return s;
@@ -152,7 +171,7 @@ fn shorten(s: String) -> String {
 pub async fn probe_once(spec: &ProbeSpec) -> ProbeResult {
     let mut r = ProbeResult { target: spec.target.clone(), timestamp: now_ms(), ..Default::default() };
     if let ProbeTransport::Http { url, .. } = &spec.transport {
-        r.url = url.clone();
+        r.url = toolwatch_storage::redact_url(url);
     }
     let began = Instant::now();
     let outcome = tokio::time::timeout(spec.timeout, run(spec, &mut r)).await;
@@ -166,7 +185,7 @@ pub async fn probe_once(spec: &ProbeSpec) -> ProbeResult {
             r.success = false;
             r.state = state.into();
             r.error_code = code;
-            r.error_message = shorten(message);
+            r.error_message = shorten(without_secrets(message, spec));
         }
         Err(_) => {
             r.success = false;
@@ -389,9 +408,10 @@ async fn after_handshake(
 
 /// The URL read by reqwest's own parser, so the prober checks exactly what its client will use.
 fn parse_url(url: &str) -> Result<reqwest::Url, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    let shown = toolwatch_storage::redact_url(url);
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{shown:?}: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("{url:?}: only http:// and https:// URLs (and stdio commands) can be probed"));
+        return Err(format!("{shown:?}: only http:// and https:// URLs (and stdio commands) can be probed"));
     }
     Ok(u)
 }
@@ -400,7 +420,7 @@ fn host_port(url: &str) -> Result<String, String> {
     let u = parse_url(url)?;
     match (u.host_str(), u.port_or_known_default()) {
         (Some(host), Some(port)) if !host.is_empty() => Ok(format!("{host}:{port}")),
-        _ => Err(format!("{url:?}: no host")),
+        _ => Err(format!("{:?}: no host", toolwatch_storage::redact_url(url))),
     }
 }
 

@@ -3,10 +3,12 @@
 //! Status codes follow the spec and Prometheus' own receiver: 204 when every sample is stored;
 //! 400 when the body cannot be decoded (nothing is stored) or when some series or samples are
 //! rejected (the rest is stored and the body says how many were rejected and why); 413 for a
-//! body over a size limit; 415 for an unsupported encoding or content type; 429 when too many
+//! body over a size limit; 415 for an unsupported encoding or content type; 408 (Prometheus'
+//! error JSON) when the body does not arrive within `ingest.body_read_timeout`; 429 when too many
 //! requests are in flight; 500 only for failures a retry can fix (WAL write errors); 503 until
 //! the WAL replay is done.
 
+use crate::body::BodyError;
 use crate::decode::{decode_v1, decode_v2, DecodeLimits, Decoded};
 use crate::metadata::MetadataStore;
 use crate::metrics::{IngestMetrics, RequestLabels};
@@ -29,6 +31,9 @@ pub struct IngestLimits {
     pub max_decompressed_bytes: usize,
     /// Requests decoded and appended at once; more get 429 so the sender backs off.
     pub max_inflight_requests: usize,
+    /// Longest a request body may take to arrive once its request holds a slot; past it the
+    /// answer is 408 and the slot is free again (`ingest.body_read_timeout`; zero: no limit).
+    pub body_read_timeout: std::time::Duration,
     pub decode: DecodeLimits,
 }
 
@@ -38,6 +43,7 @@ impl Default for IngestLimits {
             max_body_bytes: 32 << 20,
             max_decompressed_bytes: 256 << 20,
             max_inflight_requests: 64,
+            body_read_timeout: std::time::Duration::from_secs(30),
             decode: DecodeLimits::default(),
         }
     }
@@ -102,8 +108,20 @@ fn text(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into() + "\n").into_response()
 }
 
+/// A 415 in Prometheus' JSON error form. The content type is required, as the remote-write
+/// spec says: a web page can POST a form or `text/plain` to any address without a CORS
+/// preflight, but not `application/x-protobuf`, so this also keeps browsers from writing.
+fn unsupported_type(msg: String) -> Response {
+    let body = serde_json::json!({"status": "error", "errorType": "bad_data", "error": msg});
+    (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 fn content_version(headers: &HeaderMap) -> Result<Version, String> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(Version::V1) };
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Err("missing Content-Type: expected application/x-protobuf (remote-write 1.0) or \
+                    application/x-protobuf;proto=io.prometheus.write.v2.Request (2.0)"
+            .into());
+    };
     let ct = ct.to_str().map_err(|_| "unreadable Content-Type".to_string())?.to_ascii_lowercase().replace(' ', "");
     match ct.as_str() {
         "application/x-protobuf" | "application/x-protobuf;proto=prometheus.writerequest" => Ok(Version::V1),
@@ -142,7 +160,7 @@ async fn handle(st: &Arc<IngestState>, headers: &HeaderMap, version: Result<Vers
     }
     let version = match version {
         Ok(v) => v,
-        Err(e) => return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e),
+        Err(e) => return unsupported_type(e),
     };
     let Ok(_permit) = st.inflight.clone().try_acquire_owned() else {
         return text(
@@ -154,9 +172,16 @@ async fn handle(st: &Arc<IngestState>, headers: &HeaderMap, version: Result<Vers
         );
     };
     let max = st.limits.max_body_bytes;
-    let body: Bytes = match axum::body::to_bytes(body, max).await {
+    // Read with the size checked as bytes arrive and a deadline, so a slow or stalled sender
+    // gives its slot back (the permit drops when this returns).
+    let timeout = st.limits.body_read_timeout;
+    let body: Bytes = match crate::body::read_body(body, max, timeout).await {
         Ok(b) => b,
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("body exceeds ingest.max_body_bytes = {max}")),
+        Err(BodyError::TooLarge { .. }) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("body exceeds ingest.max_body_bytes = {max}"))
+        }
+        Err(BodyError::TimedOut) => return crate::body::timeout_response(timeout),
+        Err(BodyError::Read(e)) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
     let st2 = st.clone();
     // Decoding and appending are CPU work with no await points; keep them off the I/O threads.
@@ -205,6 +230,11 @@ fn decode_and_append(st: &IngestState, db: &Db, body: &[u8], version: Version) -
     }
     let outcome = match append(st, db, &decoded) {
         Ok(o) => o,
+        // A failed WAL fsync: nothing is acknowledged until a later fsync succeeds (a 5xx
+        // that Prometheus' remote-write client retries with backoff).
+        Err(e @ toolwatch_storage::StorageError::WalUnhealthy { .. }) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable, retry: {e}"))
+        }
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("writing the WAL failed, retry: {e}")),
     };
     respond(st, version, outcome)
@@ -219,8 +249,8 @@ fn version_name(v: Version) -> &'static str {
 
 fn append(st: &IngestState, db: &Db, d: &Decoded<'_>) -> Result<Outcome, toolwatch_storage::StorageError> {
     let mut out = Outcome::default();
-    let mut by_reason: [u64; 5] = [0; 5];
-    let reasons = ["out_of_order", "duplicate", "too_old", "invalid", "limit"];
+    let mut by_reason: [u64; 6] = [0; 6];
+    let reasons = ["out_of_order", "duplicate", "too_old", "invalid", "limit", "too_far_in_future"];
     let note = |out: &mut Outcome, what: String| {
         if out.examples.len() < 3 {
             out.examples.push(what);

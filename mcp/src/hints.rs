@@ -40,6 +40,11 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>, n:
 
 /// The metric names a query selects by name.
 pub fn metric_names(e: &Expr, out: &mut Vec<String>) {
+    // Trees can be thousands of levels deep (query.max_expression_depth).
+    toolwatch_query::depth::deep(|| metric_names_here(e, out))
+}
+
+fn metric_names_here(e: &Expr, out: &mut Vec<String>) {
     match e {
         Expr::VectorSelector(vs) => out.extend(vs.name.clone()),
         Expr::MatrixSelector(ms) => out.extend(ms.vs.name.clone()),

@@ -155,7 +155,8 @@ impl TargetNames {
 }
 
 /// A protocol version is a date (`2025-11-25`); anything else a client claims is `_other`.
-fn version_label(v: &str) -> String {
+/// Used for the proxy's series and for toolwatch's own MCP server (server.rs) alike.
+pub(crate) fn version_label(v: &str) -> String {
     let b = v.as_bytes();
     let date = b.len() == 10
         && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });

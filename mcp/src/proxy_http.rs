@@ -70,7 +70,10 @@ pub fn validate(t: &ProxyTarget) -> Result<(), String> {
     }
     match reqwest::Url::parse(&t.upstream) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(format!("upstream {:?} is not an http:// or https:// URL", t.upstream)),
+        _ => {
+            let shown = toolwatch_storage::redact_url(&t.upstream);
+            return Err(format!("upstream {shown:?} is not an http:// or https:// URL"));
+        }
     }
     extra_headers(t).map(|_| ())
 }
@@ -238,14 +241,17 @@ async fn relay(State(p): State<Arc<Proxied>>, req: Request) -> Response {
         Err(e) => {
             p.metrics.upstream_errors.get_or_create(&UpstreamLabels { target: p.t.target.clone() }).inc();
             obs.fail_pending("-32000");
-            let why = error_chain(&e);
-            tracing::warn!(target = %p.t.target, upstream = %p.t.upstream, error = %why, "MCP upstream unreachable");
+            // The upstream URL may carry credentials (user-info, a key in the query string):
+            // logs and answers get it without them, and reqwest's error without the URL.
+            let why = error_chain(&e.without_url());
+            let upstream = toolwatch_storage::redact_url(&p.t.upstream);
+            tracing::warn!(target = %p.t.target, upstream = %upstream, error = %why, "MCP upstream unreachable");
             return jsonrpc_error(
                 StatusCode::BAD_GATEWAY,
                 &ids,
                 batch,
                 -32000,
-                format!("the MCP server {:?} at {} is unreachable: {why}", p.t.target, p.t.upstream),
+                format!("the MCP server {:?} at {upstream} is unreachable: {why}", p.t.target),
             );
         }
     };
@@ -452,7 +458,7 @@ impl futures_core::Stream for Relayed {
                 this.done = true;
                 let p = &this.proxied;
                 p.metrics.upstream_errors.get_or_create(&UpstreamLabels { target: p.t.target.clone() }).inc();
-                let why = error_chain(&e);
+                let why = error_chain(&e.without_url());
                 tracing::warn!(target = %p.t.target, error = %why, "MCP upstream broke off its answer");
                 // Requests left unanswered get a JSON-RPC error each, as the stream's last events.
                 let ids = this.tap.obs.fail_pending("-32000");

@@ -202,7 +202,9 @@ impl ToolwatchMcp {
                 mcp_method_name: method.to_string(),
                 gen_ai_tool_name: tool.to_string(),
                 error_type,
-                mcp_protocol_version: version.map(|v| v.as_str().to_string()).unwrap_or_default(),
+                // The client chooses this string (initialize's protocolVersion): bounded as the
+                // proxy bounds it, so clients cannot grow the series count at will.
+                mcp_protocol_version: version.map(|v| crate::proxy::version_label(v.as_str())).unwrap_or_default(),
                 network_transport: self.transport.to_string(),
             },
             began.elapsed().as_secs_f64(),

@@ -5,6 +5,7 @@
 //! series once for the whole query, and step-invariant subtrees (`@` modifiers, literals) are
 //! evaluated once and repeated.
 
+use crate::depth::Parsed;
 use crate::error::{QueryError, Result};
 use crate::value::{QueryValue, Series, Value};
 use promql_parser::parser::{self, AtModifier, Expr, Offset};
@@ -45,13 +46,25 @@ impl Default for EngineOptions {
 pub struct QueryControl {
     pub timeout: Option<Duration>,
     pub cancel: Option<Arc<AtomicBool>>,
+    /// How long the query waited for an evaluation slot before it started (`execQueueTime`);
+    /// zero when it did not wait or nothing bounds concurrency.
+    pub queued: Duration,
 }
 
-/// What a query cost, for `stats=all`.
+/// What a query cost, for `stats=all`. Every field is measured.
 #[derive(Clone, Debug, Default)]
 pub struct QueryStats {
+    /// Samples decoded from storage (`totalQueryableSamples`).
     pub samples_loaded: usize,
+    /// The most samples the evaluation held at once (`peakSamples`): the points (one per
+    /// scalar step) of the intermediate results alive together, that is a node's operands with
+    /// its result, and a subquery's points until the function reading them is done. Raw samples
+    /// that selectors and range functions decode and drop series by series, on a few threads,
+    /// are not counted.
+    pub peak_samples: usize,
     pub series_selected: usize,
+    /// Time spent waiting for an evaluation slot (`execQueueTime`), from `QueryControl::queued`.
+    pub queue_time: Duration,
     pub parse_time: Duration,
     pub eval_time: Duration,
 }
@@ -64,7 +77,8 @@ pub struct Engine {
 static REGISTER_FUNCTIONS: Once = Once::new();
 
 /// Parses PromQL, accepting Prometheus 2's `holt_winters` as well as its Prometheus 3 name.
-pub fn parse(q: &str) -> Result<Expr> {
+/// Queries nested deeper than `query.max_expression_depth` are refused (see `depth.rs`).
+pub fn parse(q: &str) -> Result<Parsed> {
     REGISTER_FUNCTIONS.call_once(|| {
         use parser::value::ValueType;
         let _ = parser::register_extra_functions(vec![parser::Function::new(
@@ -75,7 +89,12 @@ pub fn parse(q: &str) -> Result<Expr> {
             false,
         )]);
     });
-    parser::parse(q).map_err(|e| QueryError::BadData(crate::parse_error::describe(q, &e)))
+    let bound = crate::depth::check_before_parse(q)?;
+    let parsed = crate::depth::with_stack_for(bound, || {
+        parser::parse(q).map(Parsed::new).map_err(|e| QueryError::BadData(crate::parse_error::describe(q, &e)))
+    })?;
+    crate::depth::check_after_parse(&parsed)?;
+    Ok(parsed)
 }
 
 impl Engine {
@@ -127,8 +146,10 @@ impl Engine {
         if end < start {
             return Err(QueryError::BadData("end timestamp must not be before start time".into()));
         }
-        let points = (end - start) / step + 1;
-        if points as usize > self.opts.max_points_per_series {
+        // As Prometheus: refused only when (end-start)/step exceeds the limit, so a range of
+        // exactly `max_points_per_series` steps (that many points plus the one at `start`) runs.
+        let steps = (end - start) / step;
+        if steps as u64 > self.opts.max_points_per_series as u64 {
             return Err(QueryError::BadData(format!(
                 "exceeded maximum resolution of {} points per timeseries (max_points_per_series). Try decreasing the query resolution (?step=XX)",
                 self.opts.max_points_per_series
@@ -171,13 +192,18 @@ impl Engine {
             max_samples: self.opts.max_samples,
             samples: AtomicUsize::new(0),
             series: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            queued: ctl.queued,
         }
     }
 
     fn stats(&self, limits: &Limits, parse_time: Duration, began: Instant) -> QueryStats {
         QueryStats {
             samples_loaded: limits.samples.load(Ordering::Relaxed),
+            peak_samples: limits.peak.load(Ordering::Relaxed),
             series_selected: limits.series.load(Ordering::Relaxed),
+            queue_time: limits.queued,
             parse_time,
             eval_time: began.elapsed().saturating_sub(parse_time),
         }
@@ -191,6 +217,10 @@ pub(crate) struct Limits {
     max_samples: usize,
     samples: AtomicUsize,
     pub(crate) series: AtomicUsize,
+    /// Samples the evaluation holds now, and the most it held at once (see `QueryStats`).
+    held: AtomicUsize,
+    peak: AtomicUsize,
+    queued: Duration,
 }
 
 impl Limits {
@@ -203,6 +233,21 @@ impl Limits {
             return Err(QueryError::Timeout(stage));
         }
         Ok(())
+    }
+
+    /// Samples the evaluation holds now (for `node_done`).
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// A node finished with a result of `out` samples: while it was made, everything its
+    /// operands held was alive with it (unless the result is an operand's value, `moved`, as
+    /// for parentheses); afterwards only the result remains on top of what was held before.
+    pub(crate) fn node_done(&self, before: usize, out: usize, moved: bool) {
+        let now = self.held.load(Ordering::Relaxed);
+        let at_most = if moved { now.max(before + out) } else { now + out };
+        self.peak.fetch_max(at_most, Ordering::Relaxed);
+        self.held.store(before + out, Ordering::Relaxed);
     }
 
     pub(crate) fn add_samples(&self, n: usize) -> Result<()> {
@@ -228,6 +273,15 @@ pub(crate) struct Evaluator<'a> {
     /// The outermost query's range, which `@ start()` and `@ end()` refer to.
     pub query_start: i64,
     pub query_end: i64,
+}
+
+/// Samples in a value, as `peakSamples` counts them: one per point, one per scalar step.
+pub(crate) fn samples_in(v: &Value) -> usize {
+    match v {
+        Value::Scalar(v) => v.len(),
+        Value::String(_) => 1,
+        Value::Vector(series) | Value::Matrix(series) => series.iter().map(|s| s.points.len()).sum(),
+    }
 }
 
 pub(crate) fn duration_ms(d: &Duration) -> i64 {
@@ -289,6 +343,15 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn eval(&self, expr: &Expr) -> Result<Value> {
+        crate::depth::deep(|| {
+            let before = self.limits.held();
+            let v = self.eval_here(expr)?;
+            self.limits.node_done(before, samples_in(&v), matches!(expr, Expr::Paren(_)));
+            Ok(v)
+        })
+    }
+
+    fn eval_here(&self, expr: &Expr) -> Result<Value> {
         self.limits.check("query evaluation")?;
         if self.nsteps() > 1
             && is_step_invariant(expr)
@@ -416,6 +479,10 @@ impl<'a> Evaluator<'a> {
 /// selectors and subqueries pinned with `@`, literals, and anything built only from those,
 /// except functions that read the step time.
 pub(crate) fn is_step_invariant(expr: &Expr) -> bool {
+    crate::depth::deep(|| step_invariant_here(expr))
+}
+
+fn step_invariant_here(expr: &Expr) -> bool {
     match expr {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
         Expr::VectorSelector(vs) => vs.at.is_some(),

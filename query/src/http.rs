@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use promql_parser::parser::Expr;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use toolwatch_storage::{Db, Labels, Matcher};
@@ -40,6 +40,39 @@ pub struct RuntimeFacts {
     pub start_time_ms: i64,
     pub cwd: String,
     pub retention: String,
+    /// The outcome of configuration loads, read at request time.
+    pub reloads: Arc<ConfigReloads>,
+}
+
+/// The outcome of configuration (rule file) loads: written by whoever loads them (the binary at
+/// start, `POST /-/reload`, SIGHUP; the alerting crate's rule manager) and read by
+/// `runtimeinfo` at request time for `reloadConfigSuccess` and `lastConfigTime`.
+#[derive(Debug, Default)]
+pub struct ConfigReloads {
+    /// Whether the last load succeeded (false before any load).
+    success: AtomicBool,
+    /// Whether any load has succeeded, and when the last one did (milliseconds since the epoch).
+    ever_succeeded: AtomicBool,
+    last_success_ms: AtomicI64,
+}
+
+impl ConfigReloads {
+    /// Records a load at `at_ms` that succeeded or failed.
+    pub fn record(&self, ok: bool, at_ms: i64) {
+        if ok {
+            self.last_success_ms.store(at_ms, Ordering::Relaxed);
+            self.ever_succeeded.store(true, Ordering::Release);
+        }
+        self.success.store(ok, Ordering::Relaxed);
+    }
+
+    /// Whether the last load succeeded (false before any) and when the last successful one
+    /// happened (`None` if none has).
+    pub fn last(&self) -> (bool, Option<i64>) {
+        let ok = self.success.load(Ordering::Relaxed);
+        let when = self.ever_succeeded.load(Ordering::Acquire).then(|| self.last_success_ms.load(Ordering::Relaxed));
+        (ok, when)
+    }
 }
 
 pub struct QueryState {
@@ -180,10 +213,12 @@ pub async fn run_query<T: Send + 'static>(
     f: impl FnOnce(&Engine, &QueryControl) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, QueryError> {
     let db = db_of(st)?;
+    let waiting = std::time::Instant::now();
     let slot = st.slots.clone().acquire_owned().await.map_err(|_| QueryError::Canceled("queue"))?;
+    let queued = waiting.elapsed();
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let ctl = QueryControl { timeout, cancel: Some(cancel) };
+    let ctl = QueryControl { timeout, cancel: Some(cancel), queued };
     let engine = Engine::new(db, st.opts.clone());
     // The slot goes with the evaluation, so a canceled query holds it until it has stopped.
     tokio::task::spawn_blocking(move || {
@@ -372,21 +407,31 @@ fn result_json(v: &QueryValue, stats: Option<&QueryStats>) -> String {
         }
     }
     if let Some(s) = stats {
-        let total = (s.parse_time + s.eval_time).as_secs_f64();
-        let _ = write!(
-            out,
-            r#","stats":{{"timings":{{"evalTotalTime":{},"resultSortTime":0,"queryPreparationTime":{},"innerEvalTime":{},"execQueueTime":0,"execTotalTime":{}}},"samples":{{"totalQueryableSamples":{},"peakSamples":{}}},"series":{}}}"#,
-            total,
-            s.parse_time.as_secs_f64(),
-            s.eval_time.as_secs_f64(),
-            total,
-            s.samples_loaded,
-            s.samples_loaded,
-            s.series_selected
-        );
+        out.push_str(r#","stats":"#);
+        out.push_str(&stats_json(s).to_string());
     }
     out.push('}');
     out
+}
+
+/// `stats=all`: Prometheus' shape, every figure measured. The sort of a range result is part of
+/// `innerEvalTime`, so there is no `resultSortTime`; `queryPreparationTime` is parsing.
+fn stats_json(s: &QueryStats) -> serde_json::Value {
+    let eval_total = s.parse_time + s.eval_time;
+    serde_json::json!({
+        "timings": {
+            "evalTotalTime": eval_total.as_secs_f64(),
+            "queryPreparationTime": s.parse_time.as_secs_f64(),
+            "innerEvalTime": s.eval_time.as_secs_f64(),
+            "execQueueTime": s.queue_time.as_secs_f64(),
+            "execTotalTime": (s.queue_time + eval_total).as_secs_f64(),
+        },
+        "samples": {
+            "totalQueryableSamples": s.samples_loaded,
+            "peakSamples": s.peak_samples,
+        },
+        "series": s.series_selected,
+    })
 }
 
 /// `match[]` selectors as storage matcher sets (a selector with `or` gives several).
@@ -398,8 +443,8 @@ fn match_params(p: &Params) -> Result<Vec<Vec<Matcher>>, QueryError> {
 pub fn selector_sets(selectors: &[&str]) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let mut sets = Vec::new();
     for m in selectors {
-        match crate::engine::parse(m)? {
-            Expr::VectorSelector(vs) => sets.extend(selector_matchers(&vs)?),
+        match crate::engine::parse(m)?.expr() {
+            Expr::VectorSelector(vs) => sets.extend(selector_matchers(vs)?),
             _ => return Err(bad(format!("invalid parameter \"match[]\": {m:?} is not a series selector"))),
         }
     }
@@ -539,8 +584,12 @@ async fn metadata(State(st): St, RawQuery(raw): RawQuery) -> Response {
     })())
 }
 
+/// `/api/v1/query_exemplars` always answers `{"status":"success","data":[]}` for a valid
+/// request: toolwatch stores no exemplars (remote-write counts and drops them, see
+/// `toolwatch_remote_write_exemplars_dropped_total`), so there are never any to return. The
+/// endpoint exists so Grafana's exemplar option works (showing none) instead of failing; like
+/// Prometheus it still parses `query`, `start` and `end` and answers 400 `bad_data` for a bad one.
 async fn query_exemplars(method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
-    // Exemplars are not stored; the query is still checked so a bad one is reported.
     respond((|| {
         let p = Params::parse(&method, &headers, raw, &body)?;
         crate::engine::parse(p.get("query").unwrap_or(""))?;
@@ -553,7 +602,7 @@ async fn format_query(method: Method, headers: HeaderMap, RawQuery(raw): RawQuer
     respond((|| {
         let p = Params::parse(&method, &headers, raw, &body)?;
         let expr = crate::engine::parse(p.get("query").unwrap_or(""))?;
-        Ok((serde_json::to_string(&expr.prettify()).unwrap_or_default(), Vec::new()))
+        Ok((serde_json::to_string(&expr.prettify()?).unwrap_or_default(), Vec::new()))
     })())
 }
 
@@ -573,15 +622,18 @@ async fn buildinfo(State(st): St) -> Response {
 async fn runtimeinfo(State(st): St) -> Response {
     let r = &st.runtime;
     let start = r.start_time_ms;
+    // From the last rule-file load (start, `POST /-/reload`, SIGHUP). Never loaded successfully:
+    // Go's zero time, as Prometheus would show.
+    let (reload_ok, last_ok) = r.reloads.last();
     let data = serde_json::json!({
         "startTime": format_rfc3339(start),
         "CWD": r.cwd,
-        "reloadConfigSuccess": true,
-        "lastConfigTime": format_rfc3339(start),
+        "reloadConfigSuccess": reload_ok,
+        "lastConfigTime": last_ok.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), format_rfc3339),
         "corruptionCount": st.db.get().map_or(0, |d| d.stats().wal_corruptions.load(Ordering::Relaxed)),
-        "goroutineCount": 0,
+        // No goroutines and no Go memory limit here: those fields are left out rather than
+        // reported as a made-up 0.
         "GOMAXPROCS": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "GOMEMLIMIT": 0,
         "GOGC": "",
         "GODEBUG": "",
         "storageRetention": r.retention,
@@ -636,7 +688,7 @@ pub fn tsdb_stats(db: &Db, limit: usize, ctl: &QueryControl) -> Result<(String, 
         "headStats": {
             "numSeries": db.num_series(),
             "numLabelPairs": by_pair.len(),
-            "chunkCount": 0,
+            // No `chunkCount`: the head does not count its chunks, and a 0 would claim it had.
             "minTime": mint,
             "maxTime": maxt,
         },

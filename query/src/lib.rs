@@ -10,6 +10,7 @@
 
 pub mod aggregate;
 pub mod binary;
+pub mod depth;
 pub mod engine;
 pub mod error;
 pub mod functions;
@@ -23,6 +24,7 @@ pub mod selectors;
 pub mod time;
 pub mod value;
 
+pub use depth::Parsed;
 pub use engine::{parse, Engine, EngineOptions, QueryControl, QueryStats};
 pub use error::QueryError;
 pub use value::{QueryValue, Series};

@@ -128,12 +128,12 @@ pub fn parse_series_line(line: &str) -> Result<(Labels, &str), String> {
     let labels = if desc == "{}" {
         Labels::default()
     } else {
-        match crate::engine::parse(desc).map_err(|e| format!("bad series {desc:?}: {e}"))? {
+        match crate::engine::parse(desc).map_err(|e| format!("bad series {desc:?}: {e}"))?.expr() {
             Expr::VectorSelector(vs) => {
                 let mut pairs: Vec<(String, String)> =
                     vs.matchers.matchers.iter().map(|m| (m.name.clone(), m.value.clone())).collect();
-                if let Some(n) = vs.name {
-                    pairs.push((METRIC_NAME.to_string(), n));
+                if let Some(n) = &vs.name {
+                    pairs.push((METRIC_NAME.to_string(), n.clone()));
                 }
                 Labels::from_pairs(&pairs)
             }

@@ -1,25 +1,52 @@
 //! Runs Prometheus' PromQL test scripts (`../shared/conformance/promql`, or the directory in
 //! `TOOLWATCH_PROMQL_TESTDATA`) through the engine: every eval must pass, instant evals also as
 //! range queries. `TOOLWATCH_PROMQL_MATCH=substr` runs only files whose name contains it.
+//! A missing corpus is a failure, not a silent pass, unless `TOOLWATCH_SKIP_CONFORMANCE=1` asks
+//! to skip (as `TOOLWATCH_SKIP_PROMETHEUS` does for the tests that need Prometheus).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use toolwatch_query::promqltest::run_script;
 use toolwatch_storage::{Db, DbOptions};
 
-fn testdata() -> Option<PathBuf> {
-    let dir = match std::env::var_os("TOOLWATCH_PROMQL_TESTDATA") {
+/// The corpus directory: `TOOLWATCH_PROMQL_TESTDATA`, else `../shared/conformance/promql` beside
+/// the repository (this crate is `<repo>/query`, so `<repo>/../shared`), as CI checks it out.
+fn testdata_dir() -> PathBuf {
+    match std::env::var_os("TOOLWATCH_PROMQL_TESTDATA") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/promql"),
-    };
-    dir.is_dir().then_some(dir)
+    }
+}
+
+/// Whether `TOOLWATCH_SKIP_CONFORMANCE` asks to skip the corpus (`1`, `true` or `yes`).
+fn skip_requested() -> bool {
+    std::env::var("TOOLWATCH_SKIP_CONFORMANCE")
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// The corpus, or why there is none: a failure that names how to point at it or skip it.
+fn testdata() -> Result<PathBuf, String> {
+    let dir = testdata_dir();
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    Err(format!(
+        "no PromQL test corpus at {}: set TOOLWATCH_PROMQL_TESTDATA to the directory of Prometheus' \
+         promqltest .test files (../shared/conformance/promql beside the repository by default), \
+         or set TOOLWATCH_SKIP_CONFORMANCE=1 to skip this test",
+        dir.display()
+    ))
 }
 
 #[test]
 fn promql_test_scripts_pass() {
-    let Some(dir) = testdata() else {
-        eprintln!("skipping: no PromQL test data (set TOOLWATCH_PROMQL_TESTDATA)");
-        return;
+    let dir = match testdata() {
+        Ok(d) => d,
+        Err(why) if skip_requested() => {
+            eprintln!("skipping (TOOLWATCH_SKIP_CONFORMANCE set): {why}");
+            return;
+        }
+        Err(why) => panic!("{why}"),
     };
     let filter = std::env::var("TOOLWATCH_PROMQL_MATCH").unwrap_or_default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

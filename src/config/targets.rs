@@ -30,12 +30,13 @@ pub struct ProbeConfig {
     pub tls: TlsConfig,
 }
 
-/// Never prints the bearer token or header values (they may hold credentials).
+/// Never prints the bearer token, header values or the URL's user-info and query (they may hold
+/// credentials).
 impl std::fmt::Debug for ProbeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProbeConfig")
             .field("target", &self.target)
-            .field("url", &self.url)
+            .field("url", &toolwatch_storage::redact_url(&self.url))
             .field("command", &self.command)
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
@@ -80,13 +81,14 @@ fn default_max_tools() -> usize {
     1000
 }
 
-/// Never prints the bearer token or header values (they may hold credentials).
+/// Never prints the bearer token, header values or the URL's user-info and query (they may hold
+/// credentials).
 impl std::fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyConfig")
             .field("target", &self.target)
             .field("path", &self.path)
-            .field("upstream", &self.upstream)
+            .field("upstream", &toolwatch_storage::redact_url(&self.upstream))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("connect_timeout", &self.connect_timeout)
             .field("max_tools", &self.max_tools)

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 const CHUNKS_MAGIC: &[u8; 4] = b"TWCH";
@@ -48,10 +48,29 @@ pub fn new_block_id() -> String {
     )
 }
 
+/// Removes a block's `.tmp` directory when dropped while still armed: a write that fails half
+/// way (disk full) gives the space back at once instead of at the next start.
+struct TmpDir {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = fs::remove_dir_all(&self.path) {
+                tracing::warn!(dir = %self.path.display(), error = %e, "removing a partial block failed");
+            }
+        }
+    }
+}
+
 /// Streams series (in label order) into a new block directory, atomically renamed into place.
+/// Dropped before `finish` succeeds (an error on the way), it removes its `.tmp` directory.
 pub struct BlockWriter {
     dir: PathBuf,
     tmp: PathBuf,
+    cleanup: TmpDir,
     id: String,
     chunks: BufWriter<File>,
     offset: u64,
@@ -65,6 +84,7 @@ impl BlockWriter {
         let id = new_block_id();
         let tmp = blocks_dir.join(format!("{id}.tmp"));
         fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        let cleanup = TmpDir { path: tmp.clone(), armed: true };
         let path = tmp.join("chunks");
         let f = File::create(&path).ctx(|| format!("creating {}", path.display()))?;
         let mut chunks = BufWriter::with_capacity(1 << 20, f);
@@ -85,6 +105,7 @@ impl BlockWriter {
         Ok(BlockWriter {
             dir: blocks_dir.join(&id),
             tmp,
+            cleanup,
             id,
             chunks,
             offset: 8,
@@ -137,10 +158,10 @@ impl BlockWriter {
     /// Writes index and meta, fsyncs, and renames the block into place. Returns None (and
     /// removes the directory) when no series was added.
     pub fn finish(self) -> Result<Option<BlockMeta>> {
-        let BlockWriter { dir, tmp, chunks, series, meta, id, .. } = self;
+        // `cleanup` stays armed until the rename: any `?` below removes the `.tmp` directory.
+        let BlockWriter { dir, tmp, mut cleanup, chunks, series, meta, id, .. } = self;
         if series.is_empty() {
             drop(chunks);
-            let _ = fs::remove_dir_all(&tmp);
             return Ok(None);
         }
         let f = chunks.into_inner().map_err(|e| e.into_error()).ctx(|| "flushing block chunks".into())?;
@@ -152,6 +173,7 @@ impl BlockWriter {
         mf.sync_all().ctx(|| "fsync meta.json".into())?;
         sync_dir(&tmp)?;
         fs::rename(&tmp, &dir).ctx(|| format!("renaming block {id} into place"))?;
+        cleanup.armed = false;
         sync_dir(dir.parent().expect("blocks dir"))?;
         Ok(Some(meta))
     }
@@ -164,6 +186,17 @@ pub struct Block {
     chunks: Arc<Mmap>,
     pub index: IndexReader,
     pub size_bytes: u64,
+    /// One bit per series id, set once every chunk of that series has passed its CRC check.
+    /// Chunk CRCs are checked once, lazily, not on every read: the first read of a series (a
+    /// query or compaction) checks all its chunks — they lie next to each other in the file,
+    /// and the read is about to touch them anyway — and later reads skip the check. Series
+    /// ids are dense (0..num_series), so this costs num_series / 8 bytes and no chunk
+    /// numbering; atomics, because readers share the block without a lock (two readers may
+    /// both check a series the first time, which is harmless).
+    verified: Box<[AtomicU64]>,
+    /// Set when a read finds a chunk or series entry that fails its check. The query gets an
+    /// error; the background persistence job quarantines the block (readers never move files).
+    corrupt: AtomicBool,
 }
 
 impl Block {
@@ -181,11 +214,87 @@ impl Block {
         }
         let index = IndexReader::open(&dir.join("index"))?;
         let size_bytes = dir_size(dir);
-        Ok(Block { dir: dir.to_path_buf(), meta, chunks: Arc::new(chunks), index, size_bytes })
+        let verified = (0..index.num_series().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            meta,
+            chunks: Arc::new(chunks),
+            index,
+            size_bytes,
+            verified,
+            corrupt: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether a read found damage in this block (it will be quarantined by the next
+    /// persistence run).
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn is_verified(&self, id: u64) -> bool {
+        self.verified.get((id / 64) as usize).is_some_and(|w| w.load(Ordering::Relaxed) & (1u64 << (id % 64)) != 0)
+    }
+
+    /// Checks the CRC and encoding of every chunk of series `id` (once; see `verified`).
+    fn verify_series(&self, id: u64, metas: &[ChunkMeta]) -> Result<()> {
+        if self.is_verified(id) {
+            return Ok(());
+        }
+        for m in metas {
+            let Some((enc, _, _)) = self.chunk(m.offset) else {
+                self.corrupt.store(true, Ordering::Relaxed);
+                return Err(corrupt(
+                    self.dir.join("chunks").display().to_string(),
+                    format!("chunk at {} fails its checksum", m.offset),
+                ));
+            };
+            if enc != ENCODING_XOR && enc != ENCODING_INT {
+                self.corrupt.store(true, Ordering::Relaxed);
+                return Err(corrupt(self.dir.display().to_string(), format!("unknown chunk encoding {enc}")));
+            }
+        }
+        if let Some(w) = self.verified.get((id / 64) as usize) {
+            w.fetch_or(1u64 << (id % 64), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Series `id`'s labels and chunk references; a missing or unreadable entry marks the
+    /// block corrupt.
+    fn series_entry(&self, id: u64) -> Result<(Labels, Vec<ChunkMeta>)> {
+        self.index.series(id).ok_or_else(|| {
+            self.corrupt.store(true, Ordering::Relaxed);
+            corrupt(self.dir.display().to_string(), format!("series {id}"))
+        })
+    }
+
+    /// Checks every series entry and every chunk of the block (compaction does this before it
+    /// reads a block, so a damaged block is quarantined instead of failing the merge).
+    pub fn verify(&self) -> Result<()> {
+        for id in 0..self.index.num_series() as u64 {
+            if !self.is_verified(id) {
+                let (_, metas) = self.series_entry(id)?;
+                self.verify_series(id, &metas)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
         self.meta.max_time >= mint && self.meta.min_time <= maxt
+    }
+
+    /// The chunk at `offset` without its CRC checked (bounds still are): for series already
+    /// verified.
+    fn chunk_unchecked(&self, offset: u64) -> Option<(u8, usize, usize)> {
+        let b = &self.chunks[..];
+        let mut pos = offset as usize;
+        let enc = *b.get(pos)?;
+        pos += 1;
+        let len = get_uvarint(b, &mut pos)? as usize;
+        b.get(pos..pos.checked_add(len)?)?;
+        Some((enc, pos, len))
     }
 
     /// The chunk at `offset`, its CRC checked.
@@ -207,9 +316,8 @@ impl Block {
         let ids = postings_for_matchers(&self.index, matchers);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let (labels, metas) =
-                self.index.series(id).ok_or_else(|| corrupt(self.dir.display().to_string(), format!("series {id}")))?;
-            let chunks = self.chunk_srcs(&metas, mint, maxt)?;
+            let (labels, metas) = self.series_entry(id)?;
+            let chunks = self.chunk_srcs(id, &metas, mint, maxt)?;
             if !chunks.is_empty() {
                 out.push(Series { labels, chunks, mint, maxt });
             }
@@ -219,24 +327,20 @@ impl Block {
 
     /// One series by id with all its chunks (compaction reads whole blocks this way).
     pub fn select_series_id(&self, id: u64) -> Result<Series> {
-        let (labels, metas) =
-            self.index.series(id).ok_or_else(|| corrupt(self.dir.display().to_string(), format!("series {id}")))?;
-        let chunks = self.chunk_srcs(&metas, i64::MIN, i64::MAX)?;
+        let (labels, metas) = self.series_entry(id)?;
+        let chunks = self.chunk_srcs(id, &metas, i64::MIN, i64::MAX)?;
         Ok(Series { labels, chunks, mint: i64::MIN, maxt: i64::MAX })
     }
 
-    fn chunk_srcs(&self, metas: &[ChunkMeta], mint: i64, maxt: i64) -> Result<Vec<ChunkSrc>> {
+    fn chunk_srcs(&self, id: u64, metas: &[ChunkMeta], mint: i64, maxt: i64) -> Result<Vec<ChunkSrc>> {
+        self.verify_series(id, metas)?;
         let mut chunks = Vec::new();
         for m in metas.iter().filter(|m| m.maxt >= mint && m.mint <= maxt) {
-            let (enc, start, len) = self.chunk(m.offset).ok_or_else(|| {
-                corrupt(
-                    self.dir.join("chunks").display().to_string(),
-                    format!("chunk at {} fails its checksum", m.offset),
-                )
+            // Verified above (CRC and encoding), so only its bounds are read here.
+            let (enc, start, len) = self.chunk_unchecked(m.offset).ok_or_else(|| {
+                self.corrupt.store(true, Ordering::Relaxed);
+                corrupt(self.dir.join("chunks").display().to_string(), format!("chunk at {} out of bounds", m.offset))
             })?;
-            if enc != ENCODING_XOR && enc != ENCODING_INT {
-                return Err(corrupt(self.dir.display().to_string(), format!("unknown chunk encoding {enc}")));
-            }
             let bytes = ChunkBytes::Mapped { map: self.chunks.clone(), start, len };
             chunks.push(ChunkSrc { mint: m.mint, maxt: m.maxt, data: ChunkData::Encoded(enc, bytes) });
         }

@@ -2,8 +2,9 @@
 //! (retention), and checkpointing the WAL once its data is in blocks.
 
 use crate::block::{dir_size, Block, BlockMeta, BlockWriter};
-use crate::db::Db;
-use crate::error::{IoContext, Result};
+use crate::db::{wall_clock_ms, Db};
+use crate::error::{IoContext, Result, StorageError};
+use crate::fault::{Fault, Faults};
 use crate::head::CutSeries;
 use crate::labels::Labels;
 use crate::series::{ChunkSrc, Series};
@@ -19,6 +20,17 @@ pub struct PersistReport {
     pub blocks_compacted: usize,
     pub blocks_deleted: usize,
     pub series_removed_from_head: usize,
+    /// Blocks moved aside as `<id>.corrupt` because a chunk failed its check.
+    pub blocks_quarantined: usize,
+}
+
+/// Keeps the first error of a persistence run and logs every one: a failed step (disk full, a
+/// corrupt block) never stops the steps after it, least of all retention, which frees space.
+fn note(first: &mut Option<StorageError>, step: &str, res: Result<()>) {
+    if let Err(e) = res {
+        tracing::error!(error = %e, step, "persistence step failed; the others go on");
+        first.get_or_insert(e);
+    }
 }
 
 impl Db {
@@ -27,12 +39,14 @@ impl Db {
     pub fn flush(&self) -> Result<PersistReport> {
         let _g = self.inner.persist.lock();
         let mut report = PersistReport::default();
+        let mut first = None;
+        self.quarantine_flagged(&mut report);
         if let Some((_, maxt)) = self.inner.head.time_range() {
-            self.cut_head(maxt.saturating_add(1), &mut report)?;
+            note(&mut first, "cut", self.cut_head(maxt.saturating_add(1), &mut report));
         }
-        self.compact(&mut report, i64::MAX)?;
-        self.apply_retention(&mut report)?;
-        Ok(report)
+        note(&mut first, "compaction", self.compact(&mut report, i64::MAX));
+        note(&mut first, "retention", self.apply_retention(&mut report));
+        first.map_or(Ok(report), Err)
     }
 
     /// The periodic job: cut the head once it spans 1.5 block ranges (keeping the newest half
@@ -40,19 +54,32 @@ impl Db {
     pub fn persist_due(&self) -> Result<PersistReport> {
         let _g = self.inner.persist.lock();
         let mut report = PersistReport::default();
+        let mut first = None;
+        self.quarantine_flagged(&mut report);
         let range = self.inner.opts.head.block_range_ms;
         if let Some((mint, maxt)) = self.inner.head.time_range() {
-            if maxt - mint > range * 3 / 2 {
+            if maxt.saturating_sub(mint) > range * 3 / 2 {
                 let before = (maxt - range / 2).div_euclid(range) * range;
                 if before > mint {
-                    self.cut_head(before, &mut report)?;
+                    note(&mut first, "cut", self.cut_head(before, &mut report));
                 }
             }
         }
         let head_min = self.inner.head.time_range().map_or(i64::MAX, |r| r.0);
-        self.compact(&mut report, head_min)?;
-        self.apply_retention(&mut report)?;
-        Ok(report)
+        note(&mut first, "compaction", self.compact(&mut report, head_min));
+        note(&mut first, "retention", self.apply_retention(&mut report));
+        first.map_or(Ok(report), Err)
+    }
+
+    /// Quarantines blocks in which a query found a chunk failing its check (queries only flag
+    /// them; moving files is this job's).
+    fn quarantine_flagged(&self, report: &mut PersistReport) {
+        let flagged: Vec<Arc<Block>> = self.inner.blocks.read().iter().filter(|b| b.is_corrupt()).cloned().collect();
+        for b in flagged {
+            let err = b.verify().err().map_or_else(|| "a read found damage".to_string(), |e| e.to_string());
+            self.quarantine(&b, &err);
+            report.blocks_quarantined += 1;
+        }
     }
 
     fn cut_head(&self, before: i64, report: &mut PersistReport) -> Result<()> {
@@ -61,10 +88,21 @@ impl Db {
         if cut.is_empty() {
             return Ok(());
         }
-        let metas = write_windows(&inner.dir.join("blocks"), &cut, inner.opts.head.block_range_ms)?;
+        // On failure the head keeps everything (it is truncated only below) and so does the WAL.
+        let bdir = inner.dir.join("blocks");
+        let metas = write_windows(&bdir, &cut, inner.opts.head.block_range_ms, &inner.wal.faults)?;
         let mut opened = Vec::new();
         for m in &metas {
-            opened.push(Arc::new(Block::open(&inner.dir.join("blocks").join(&m.id))?));
+            match Block::open(&bdir.join(&m.id)) {
+                Ok(b) => opened.push(Arc::new(b)),
+                Err(e) => {
+                    // Not live yet, and the head still holds their data: take them all back.
+                    for m in &metas {
+                        let _ = remove_block_dir(&bdir.join(&m.id));
+                    }
+                    return Err(e);
+                }
+            }
         }
         {
             let mut blocks = inner.blocks.write();
@@ -80,6 +118,8 @@ impl Db {
     }
 
     /// Replaces the WAL segments written so far by a checkpoint of what is still in the head.
+    /// On failure the segments stay (a later checkpoint replaces them), so the WAL still
+    /// holds everything in the head; replay merges what is also in blocks.
     fn checkpoint(&self) -> Result<()> {
         let inner = &self.inner;
         let upto = inner.wal.rotate()?;
@@ -106,6 +146,21 @@ impl Db {
                     }
                 }
                 let Some(group) = groups.into_values().find(|g| g.len() > 1) else { break };
+                // Every chunk of the sources is checked first: a damaged block is quarantined
+                // and the window grouped again without it, so it never stops the others.
+                let mut damaged = false;
+                for b in &group {
+                    if let Err(e) = b.verify() {
+                        self.quarantine(b, &e);
+                        report.blocks_quarantined += 1;
+                        damaged = true;
+                    }
+                }
+                if damaged {
+                    continue;
+                }
+                // A write failure (disk full) ends compaction for this run; the partial block
+                // is already removed and the sources are untouched.
                 self.merge(&group)?;
                 report.blocks_compacted += group.len();
             }
@@ -140,9 +195,20 @@ impl Db {
             let s = Series { labels: labels.clone(), chunks, mint: i64::MIN, maxt: i64::MAX };
             w.add_series(labels, &s.samples())?;
         }
+        inner.wal.faults.check(Fault::BlockWrite).ctx(|| "writing a compacted block".into())?;
         let meta = w.finish()?;
         let new = match &meta {
-            Some(m) => Some(Arc::new(Block::open(&inner.dir.join("blocks").join(&m.id))?)),
+            Some(m) => {
+                let path = inner.dir.join("blocks").join(&m.id);
+                match Block::open(&path) {
+                    Ok(b) => Some(Arc::new(b)),
+                    Err(e) => {
+                        // The sources are still live and intact: drop the new block.
+                        let _ = remove_block_dir(&path);
+                        return Err(e);
+                    }
+                }
+            }
             None => None,
         };
         {
@@ -152,7 +218,10 @@ impl Db {
             blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
         }
         for b in group {
-            remove_block_dir(&b.dir)?;
+            // Already out of the live list; a leftover would only be merged again after a restart.
+            if let Err(e) = remove_block_dir(&b.dir) {
+                tracing::warn!(block = %b.meta.id, error = %e, "removing a compacted source block failed");
+            }
         }
         inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(merged = group.len(), level, "compacted blocks");
@@ -162,10 +231,19 @@ impl Db {
     fn apply_retention(&self, report: &mut PersistReport) -> Result<()> {
         let inner = &self.inner;
         let blocks = inner.blocks.read().clone();
-        let newest = blocks.iter().map(|b| b.meta.max_time).chain(inner.head.time_range().map(|r| r.1)).max();
-        let Some(newest) = newest else { return Ok(()) };
-        let mut doomed: Vec<Arc<Block>> =
-            blocks.iter().filter(|b| b.meta.max_time < newest - inner.opts.retention_ms).cloned().collect();
+        let mut doomed: Vec<Arc<Block>> = Vec::new();
+        // retention_ms == 0: keep forever (like the other 0 limits).
+        if inner.opts.retention_ms > 0 {
+            // Measured from the newest sample, as Prometheus does, so backfilled or test data
+            // from long ago survives when nothing newer exists; but never from a time that has
+            // not come yet: one sample stamped years ahead (a wrong clock or unit, or data
+            // written before storage.max_future) must not age everything else out.
+            let newest = blocks.iter().map(|b| b.meta.max_time).chain(inner.head.time_range().map(|r| r.1)).max();
+            if let Some(newest) = newest {
+                let cutoff = newest.min(wall_clock_ms()).saturating_sub(inner.opts.retention_ms);
+                doomed.extend(blocks.iter().filter(|b| b.meta.max_time < cutoff).cloned());
+            }
+        }
         if inner.opts.retention_bytes > 0 {
             let wal_bytes = dir_size(&inner.dir.join("wal"));
             let mut total: u64 = wal_bytes + blocks.iter().map(|b| b.size_bytes).sum::<u64>();
@@ -184,8 +262,11 @@ impl Db {
         }
         inner.blocks.write().retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(d, b)));
         for b in &doomed {
-            remove_block_dir(&b.dir)?;
-            tracing::info!(block = %b.meta.id, max_time = b.meta.max_time, "block deleted by retention");
+            // One block that cannot be removed does not keep the others.
+            match remove_block_dir(&b.dir) {
+                Ok(()) => tracing::info!(block = %b.meta.id, max_time = b.meta.max_time, "block deleted by retention"),
+                Err(e) => tracing::error!(block = %b.meta.id, error = %e, "deleting a block by retention failed"),
+            }
         }
         inner.stats.blocks_deleted_by_retention.fetch_add(doomed.len() as u64, Ordering::Relaxed);
         report.blocks_deleted += doomed.len();
@@ -193,8 +274,15 @@ impl Db {
     }
 }
 
-/// Writes the cut series into one block per aligned window of `range`.
-fn write_windows(blocks_dir: &std::path::Path, cut: &[CutSeries], range: i64) -> Result<Vec<BlockMeta>> {
+/// Writes the cut series into one block per aligned window of `range`. All or nothing: on an
+/// error, partial `.tmp` directories are removed (`BlockWriter`'s drop) and blocks of this cut
+/// already renamed into place are removed again.
+fn write_windows(
+    blocks_dir: &std::path::Path,
+    cut: &[CutSeries],
+    range: i64,
+    faults: &Faults,
+) -> Result<Vec<BlockMeta>> {
     let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
     for c in cut {
         let samples = c.samples();
@@ -210,9 +298,21 @@ fn write_windows(blocks_dir: &std::path::Path, cut: &[CutSeries], range: i64) ->
             start = end;
         }
     }
-    let mut metas = Vec::new();
+    let mut metas: Vec<BlockMeta> = Vec::new();
     for (_, w) in writers {
-        metas.extend(w.finish()?);
+        let finished = match faults.check(Fault::BlockWrite) {
+            Ok(()) => w.finish(),
+            Err(e) => Err(e).ctx(|| format!("writing block {}", blocks_dir.display())),
+        };
+        match finished {
+            Ok(m) => metas.extend(m),
+            Err(e) => {
+                for m in &metas {
+                    let _ = remove_block_dir(&blocks_dir.join(&m.id));
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(metas)
 }

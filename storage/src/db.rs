@@ -29,6 +29,9 @@ pub struct DbOptions {
     pub retention_bytes: u64,
     /// Compaction merges blocks up to this span.
     pub max_block_span_ms: i64,
+    /// Live appends stamped more than this far past the wall clock are refused (0: no check).
+    /// WAL replay does not check: what was acknowledged once is kept.
+    pub max_future_ms: i64,
 }
 
 impl Default for DbOptions {
@@ -43,6 +46,7 @@ impl Default for DbOptions {
             retention_bytes: 0,
             // As Prometheus: a tenth of the retention, at most 31 days.
             max_block_span_ms: (retention_ms / 10).min(31 * 24 * 3600 * 1000),
+            max_future_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -60,6 +64,9 @@ pub struct DbStats {
     pub wal_replay_dropped_samples: AtomicU64,
     pub wal_replay_seconds_x1000: AtomicU64,
     pub blocks_dropped: AtomicU64,
+    /// Blocks moved aside as `<id>.corrupt`: at start-up (also in `blocks_dropped`) and by the
+    /// persistence job (a chunk failing its check when compacted or read).
+    pub blocks_quarantined: AtomicU64,
     pub blocks_cut: AtomicU64,
     pub compactions: AtomicU64,
     pub blocks_deleted_by_retention: AtomicU64,
@@ -154,7 +161,15 @@ impl Db {
             self.inner.inflight.fetch_sub(1, Ordering::SeqCst);
             return Err(StorageError::Closed);
         }
-        Ok(Appender { db: &self.inner, enc: SamplesEncoder::default(), accepted: 0 })
+        // After a failed fsync nothing new is acknowledged until a later fsync succeeds.
+        if let Some(detail) = self.inner.wal.unhealthy() {
+            self.inner.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Err(StorageError::WalUnhealthy { detail });
+        }
+        let max_future = self.inner.opts.max_future_ms;
+        let now = wall_clock_ms();
+        let max_t = if max_future > 0 { now.saturating_add(max_future) } else { i64::MAX };
+        Ok(Appender { db: &self.inner, enc: SamplesEncoder::default(), accepted: 0, now, max_t })
     }
 
     pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
@@ -170,9 +185,34 @@ impl Db {
         self.inner.blocks.read().clone()
     }
 
-    /// fsyncs the WAL (the interval-mode timer calls this).
+    /// fsyncs the WAL (the interval-mode timer calls this). Also how the WAL becomes healthy
+    /// again after a failed fsync.
     pub fn sync_wal(&self) -> Result<()> {
         self.inner.wal.sync()
+    }
+
+    /// False while the last WAL fsync has failed and no later one succeeded; appenders are
+    /// refused with `StorageError::WalUnhealthy` meanwhile.
+    pub fn wal_healthy(&self) -> bool {
+        self.inner.wal.unhealthy().is_none()
+    }
+
+    /// Failed WAL fsyncs since the start.
+    pub fn wal_fsync_failures(&self) -> u64 {
+        self.inner.wal.fsync_failures()
+    }
+
+    /// Test hooks that make storage I/O fail (see `fault.rs`).
+    #[doc(hidden)]
+    pub fn faults(&self) -> &crate::fault::Faults {
+        &self.inner.wal.faults
+    }
+
+    /// Takes `block` out of the live list and moves its directory aside as `<id>.corrupt`
+    /// (persistence job only: readers never move files).
+    pub(crate) fn quarantine(&self, block: &Arc<Block>, err: &dyn std::fmt::Display) {
+        self.inner.blocks.write().retain(|b| !Arc::ptr_eq(b, block));
+        quarantine_dir(&block.dir, &self.inner.stats, err, "quarantining corrupt block");
     }
 
     /// Stops new appends, waits for in-flight ones, and syncs the WAL.
@@ -192,9 +232,13 @@ impl Db {
             .name("tsdb-background".into())
             .spawn(move || {
                 let mut last_persist = Instant::now();
+                let mut last_sync = Instant::now();
                 loop {
                     let tick = match weak.upgrade() {
-                        Some(inner) => inner.opts.wal_fsync_interval.min(Duration::from_secs(1)),
+                        // At least 10ms: a zero interval must not spin.
+                        Some(inner) => {
+                            inner.opts.wal_fsync_interval.clamp(Duration::from_millis(10), Duration::from_secs(1))
+                        }
                         None => return,
                     };
                     std::thread::sleep(tick);
@@ -202,9 +246,18 @@ impl Db {
                     if inner.closed.load(Ordering::SeqCst) {
                         return;
                     }
-                    if inner.opts.wal_fsync == FsyncMode::Interval {
-                        if let Err(e) = inner.wal.sync() {
-                            tracing::error!(error = %e, "WAL fsync failed");
+                    // The tick is at most 1s (for persistence and shutdown), the fsync period is
+                    // `wal_fsync_interval` itself, also above 1s. After a failed fsync (any
+                    // mode) it is retried every tick: writes are refused until one succeeds.
+                    let unhealthy = inner.wal.unhealthy().is_some();
+                    let due = inner.opts.wal_fsync == FsyncMode::Interval
+                        && last_sync.elapsed() >= inner.opts.wal_fsync_interval;
+                    if unhealthy || due {
+                        last_sync = Instant::now();
+                        match inner.wal.sync() {
+                            // Counted and logged where it failed.
+                            Ok(()) | Err(StorageError::WalUnhealthy { .. }) => {}
+                            Err(e) => tracing::error!(error = %e, "WAL sync failed"),
                         }
                     }
                     if last_persist.elapsed() >= persist_every {
@@ -225,12 +278,25 @@ pub struct Appender<'a> {
     db: &'a Inner,
     enc: SamplesEncoder,
     accepted: usize,
+    /// The wall clock when the batch began, and the newest timestamp it may hold
+    /// (`storage.max_future` past it).
+    now: i64,
+    max_t: i64,
+}
+
+/// Milliseconds since the Unix epoch by the wall clock.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Appender<'_> {
     /// Appends one sample. `labels` should be sorted by name; unsorted input is sorted here,
     /// labels with empty values are dropped, and empty or repeated names are rejected.
     pub fn append(&mut self, labels: &[LabelRef<'_>], t: i64, v: f64) -> Result<(), AppendError> {
+        if let Err(e) = self.check_future(t) {
+            self.count_rejection(&e);
+            return Err(e);
+        }
         let r = if is_clean(labels) {
             self.append_sorted(labels, t, v)?
         } else {
@@ -261,7 +327,10 @@ impl Appender<'_> {
         let mut index: Vec<usize> = Vec::with_capacity(items.len());
         let before = self.accepted;
         for (i, &(labels, t, v)) in items.iter().enumerate() {
-            if !labels.is_empty() && is_clean(labels) {
+            if let Err(e) = self.check_future(t) {
+                self.count_rejection(&e);
+                on_error(i, e);
+            } else if !labels.is_empty() && is_clean(labels) {
                 batch.push(BatchItem { labels, hash: hash_label_refs(labels.iter().copied()), t, v });
                 index.push(i);
             } else if let Err(e) = self.append(labels, t, v) {
@@ -285,6 +354,13 @@ impl Appender<'_> {
             }
         }
         self.accepted - before
+    }
+
+    fn check_future(&self, t: i64) -> Result<(), AppendError> {
+        if t > self.max_t {
+            return Err(AppendError::TooFarInFuture { t, now: self.now, max_future_ms: self.db.opts.max_future_ms });
+        }
+        Ok(())
     }
 
     fn count_rejection(&self, e: &AppendError) {
@@ -471,13 +547,24 @@ fn open_blocks(dir: &Path, stats: &DbStats) -> Result<Vec<Arc<Block>>> {
         match Block::open(&path) {
             Ok(b) => blocks.push(Arc::new(b)),
             Err(err) => {
-                let aside = bdir.join(format!("{name}.corrupt"));
-                tracing::error!(block = %name, error = %err, moved_to = %aside.display(), "dropping unreadable block");
-                let _ = fs::rename(&path, &aside);
+                quarantine_dir(&path, stats, &err, "dropping unreadable block");
                 stats.blocks_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
     blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
     Ok(blocks)
+}
+
+/// Moves a block directory aside to `<id>.corrupt` (kept for inspection, never opened again),
+/// logs why and counts it. Used at start-up for blocks that fail to open and by the
+/// persistence job for blocks whose chunks fail their check.
+pub(crate) fn quarantine_dir(path: &Path, stats: &DbStats, err: &dyn std::fmt::Display, why: &str) {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let aside = path.with_file_name(format!("{name}.corrupt"));
+    match fs::rename(path, &aside) {
+        Ok(()) => tracing::error!(block = %name, error = %err, moved_to = %aside.display(), "{why}"),
+        Err(e) => tracing::error!(block = %name, error = %err, rename_error = %e, "{why} (could not move it aside)"),
+    }
+    stats.blocks_quarantined.fetch_add(1, Ordering::Relaxed);
 }

@@ -16,6 +16,10 @@ pub enum AppendError {
     NegativeTimestamp { t: i64 },
     #[error("invalid labels: {0}")]
     InvalidLabels(&'static str),
+    /// A sender stamping nanoseconds or seconds as milliseconds would otherwise store a sample
+    /// years ahead, which then holds every series' head open and skews retention.
+    #[error("timestamp {t} is too far in the future: more than storage.max_future = {max_future_ms} ms ahead of this server's clock ({now}); is the sender's clock or timestamp unit wrong?")]
+    TooFarInFuture { t: i64, now: i64, max_future_ms: i64 },
 }
 
 impl AppendError {
@@ -27,6 +31,7 @@ impl AppendError {
             AppendError::SeriesLimit { .. } => "limit",
             AppendError::NegativeTimestamp { .. } => "too_old",
             AppendError::InvalidLabels(_) => "invalid",
+            AppendError::TooFarInFuture { .. } => "too_far_in_future",
         }
     }
 }
@@ -43,6 +48,12 @@ pub enum StorageError {
     BadMatcher(String),
     #[error("storage is closed")]
     Closed,
+    /// The last fsync of the WAL failed: what was written may not be durable, so writes are
+    /// refused (HTTP 503) until a later fsync succeeds (the background thread retries).
+    #[error(
+        "the WAL cannot be made durable ({detail}); writes are refused until an fsync succeeds again, retry later"
+    )]
+    WalUnhealthy { detail: String },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

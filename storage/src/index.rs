@@ -195,8 +195,9 @@ impl IndexReader {
         for _ in 0..nc {
             let z = get_uvarint(b, &mut pos)?;
             let mint = prev_maxt.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
-            let maxt = mint + get_uvarint(b, &mut pos)? as i64;
-            let offset = prev_off + get_uvarint(b, &mut pos)?;
+            // wrapping: a damaged index must give wrong numbers (caught by the chunk checks), not a panic.
+            let maxt = mint.wrapping_add(get_uvarint(b, &mut pos)? as i64);
+            let offset = prev_off.wrapping_add(get_uvarint(b, &mut pos)?);
             chunks.push(ChunkMeta { mint, maxt, offset });
             prev_maxt = maxt;
             prev_off = offset;

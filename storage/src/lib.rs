@@ -14,22 +14,26 @@ pub mod chunk;
 pub mod compact;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fault;
 pub mod head;
 pub mod index;
 pub mod labels;
 pub mod lock;
 pub mod matcher;
 pub mod postings;
+pub mod redact;
 mod replay;
 pub mod series;
 pub mod wal;
 
 pub use compact::PersistReport;
-pub use db::{Appender, Db, DbOptions, DbStats, Querier};
+pub use db::{wall_clock_ms, Appender, Db, DbOptions, DbStats, Querier};
 pub use error::{AppendError, Result, StorageError};
 pub use head::{Head, HeadOptions, SeriesRef};
 pub use labels::{Label, LabelRef, Labels, METRIC_NAME};
 pub use lock::DataDirLock;
 pub use matcher::{MatchOp, Matcher};
+pub use redact::redact_url;
 pub use series::{Series, SeriesIter};
 pub use wal::FsyncMode;

@@ -1,12 +1,14 @@
 //! Write-ahead log: numbered segment files of checksummed records, plus at most one checkpoint
 //! that stands in for all segments up to its number. Format: docs/format/wal.md.
 
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, Result, StorageError};
+use crate::fault::{self, Fault, Faults};
 use crate::labels::{LabelRef, Labels};
 use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const REC_SERIES: u8 = 1;
 pub const REC_SAMPLES: u8 = 2;
@@ -32,6 +34,22 @@ pub struct Wal {
     inner: Mutex<Writer>,
     fsync: FsyncMode,
     segment_bytes: u64,
+    health: WalHealth,
+    /// Test hooks (`Db::faults`); every check is one relaxed load.
+    pub(crate) faults: Faults,
+}
+
+/// Whether the WAL's last fsync succeeded. A failed fsync may have lost written pages (Linux
+/// marks them clean after reporting the error once), so appends are refused until a later
+/// fsync of the segment succeeds; failures are counted for `/metrics`.
+#[derive(Default)]
+struct WalHealth {
+    fsync_failures: AtomicU64,
+    /// Set by a failed fsync of a segment, cleared by the next successful one. Read on every
+    /// `Db::appender` call, hence an atomic and not under the writer lock.
+    failed: AtomicBool,
+    /// What the last failure said, for the refusal's message.
+    last_error: Mutex<String>,
 }
 
 struct Writer {
@@ -105,12 +123,57 @@ impl Wal {
         let last = files.segments.last().map(|s| s.0).or(files.checkpoint.as_ref().map(|c| c.0)).unwrap_or(0);
         let seg = last + 1;
         let file = create_segment(dir, seg)?;
+        // A checkpoint interrupted by a crash leaves its `.tmp`; it never stood for anything.
+        for e in fs::read_dir(dir).ctx(|| format!("reading {}", dir.display()))?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         Ok(Wal {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Writer { file, seg, size: 0, pending: Vec::new(), dirty: false }),
             fsync,
             segment_bytes,
+            health: WalHealth::default(),
+            faults: Faults::from_env(),
         })
+    }
+
+    /// `Some(reason)` while the last fsync of a segment has failed and no later one succeeded.
+    #[inline]
+    pub fn unhealthy(&self) -> Option<String> {
+        if !self.health.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.health.last_error.lock().clone())
+    }
+
+    /// Failed fsyncs of WAL segments since the start.
+    pub fn fsync_failures(&self) -> u64 {
+        self.health.fsync_failures.load(Ordering::Relaxed)
+    }
+
+    /// fsyncs one segment file and keeps the health state: a failure is counted, logged and
+    /// turns into `StorageError::WalUnhealthy` (writes answer 503); a success after failures
+    /// ends that state.
+    fn fsync_segment(&self, f: &File, seg: u32) -> Result<()> {
+        let res = if self.faults.hit(Fault::WalFsync) { Err(fault::error(Fault::WalFsync)) } else { f.sync_data() };
+        match res {
+            Ok(()) => {
+                if self.health.failed.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(segment = %segment_name(seg), "WAL fsync succeeded again; writes are accepted again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let detail = format!("fsync of WAL segment {} failed: {e}", segment_name(seg));
+                self.health.fsync_failures.fetch_add(1, Ordering::Relaxed);
+                *self.health.last_error.lock() = detail.clone();
+                self.health.failed.store(true, Ordering::Release);
+                tracing::error!(error = %e, segment = %segment_name(seg), "WAL fsync failed; writes answer 503 until a later fsync succeeds");
+                Err(StorageError::WalUnhealthy { detail })
+            }
+        }
     }
 
     pub fn fsync_mode(&self) -> FsyncMode {
@@ -134,7 +197,14 @@ impl Wal {
         let mut buf = std::mem::take(&mut w.pending);
         let series_len = buf.len();
         frame(&mut buf, REC_SAMPLES, payload);
-        if let Err(e) = w.file.write_all(&buf) {
+        let written = if self.faults.hit(Fault::WalWrite) {
+            // As a disk that fills up mid-record: part of it lands, then ENOSPC.
+            let _ = w.file.write_all(&buf[..buf.len() / 2]);
+            Err(fault::error(Fault::WalWrite))
+        } else {
+            w.file.write_all(&buf)
+        };
+        if let Err(e) = written {
             // A failed write (disk full, I/O error) may leave part of a record behind, and
             // replay stops at the first bad record: cut the file back to its last good length
             // so later records stay readable, and keep the queued series records for the retry.
@@ -150,22 +220,29 @@ impl Wal {
         buf.clear();
         w.pending = buf;
         if self.fsync == FsyncMode::Batch {
-            w.file.sync_data().ctx(|| "fsync of WAL segment".to_string())?;
+            // On failure `dirty` stays set, so the background retry fsyncs this segment again.
+            self.fsync_segment(&w.file, w.seg)?;
             w.dirty = false;
         }
         Ok(())
     }
 
-    /// Writes queued records and fsyncs the open segment.
+    /// Writes queued records and fsyncs the open segment (also when nothing is new but the
+    /// last fsync failed: that is how the WAL becomes healthy again).
     pub fn sync(&self) -> Result<()> {
         let mut w = self.inner.lock();
         w.flush_pending()?;
-        if w.dirty {
+        if w.dirty || self.health.failed.load(Ordering::Acquire) {
             // The fsync runs outside the lock so appends are not stalled by the disk.
             let f = w.file.try_clone().ctx(|| "cloning WAL handle".to_string())?;
+            let seg = w.seg;
             w.dirty = false;
             drop(w);
-            f.sync_data().ctx(|| "fsync of WAL segment".to_string())?;
+            if let Err(e) = self.fsync_segment(&f, seg) {
+                // Not durable yet: the next sync must fsync again.
+                self.inner.lock().dirty = true;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -178,7 +255,7 @@ impl Wal {
 
     fn rotate_locked(&self, w: &mut Writer) -> Result<u32> {
         w.flush_pending()?;
-        w.file.sync_data().ctx(|| "fsync of WAL segment".to_string())?;
+        self.fsync_segment(&w.file, w.seg)?;
         let closed = w.seg;
         w.file = create_segment(&self.dir, closed + 1)?;
         w.seg = closed + 1;
@@ -210,11 +287,23 @@ impl Wal {
         if !enc.is_empty() {
             frame(&mut buf, REC_SAMPLES, &enc.buf);
         }
-        let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&buf).ctx(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
         let dst = self.dir.join(checkpoint_name(upto));
-        fs::rename(&tmp, &dst).ctx(|| format!("renaming {}", tmp.display()))?;
+        let written = (|| -> Result<()> {
+            let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            if self.faults.hit(Fault::CheckpointWrite) {
+                let _ = f.write_all(&buf[..buf.len() / 2]);
+                return Err(fault::error(Fault::CheckpointWrite)).ctx(|| format!("writing {}", tmp.display()));
+            }
+            f.write_all(&buf).ctx(|| format!("writing {}", tmp.display()))?;
+            f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+            fs::rename(&tmp, &dst).ctx(|| format!("renaming {}", tmp.display()))
+        })();
+        if let Err(e) = written {
+            // Removed at once (not at the next start): a full disk needs the space back, and
+            // the segments it would have replaced are all still there.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         sync_dir(&self.dir)?;
         for e in fs::read_dir(&self.dir).ctx(|| "listing WAL".to_string())?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
