@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent):
-#   prometheus (2.42, Debian) — the real remote-write client in tests/prometheus_e2e.rs, the
-#     reference in tests/promql_differential.rs, and promtool;
-#   prometheus-alertmanager (0.25, Debian) — the real notification target in tests/alerting_e2e.rs;
-#   the Python MCP client (PyPI mcp 2.3.0) — a real MCP client in tests/mcp_clients.rs;
-#   openssl — a private CA and certificate for the https:// targets in tests/probes_e2e.rs.
+#   prometheus (2.42, Debian) — the real remote-write client in tests/e2e/prometheus_e2e.rs, the
+#     reference in tests/e2e/promql_differential.rs, and promtool;
+#   prometheus-alertmanager (0.25, Debian) — the real notification target in tests/e2e/alerting_e2e.rs;
+#   the Python MCP client (PyPI mcp 2.3.0) — a real MCP client in tests/e2e/mcp_clients.rs;
+#   openssl — a private CA and certificate for the https:// targets in tests/e2e/probes_e2e.rs.
 # No service is started, so none needs stopping: a temporary policy-rc.d (exit 101) tells apt's
 # maintainer scripts (invoke-rc.d, deb-systemd-invoke) not to start them. An existing policy-rc.d
 # is left as it is. Nothing here stops or kills processes: on a host that already runs a

@@ -430,7 +430,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let mut cfg: Config =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
         cfg.config_dir = path.parent().map_or_else(|| PathBuf::from("."), |p| p.to_path_buf());
         cfg.validate()?;
         // One depth limit for everything that parses PromQL in this process: the query API,
@@ -649,26 +649,49 @@ mod tests {
 
     #[test]
     fn yaml_with_defaults_and_unknown_fields() {
-        let c: Config = serde_yaml::from_str("storage:\n  out_of_order_window: 10m\n  wal_fsync: batch\n").unwrap();
+        let c: Config = serde_saphyr::from_str("storage:\n  out_of_order_window: 10m\n  wal_fsync: batch\n").unwrap();
         assert_eq!(c.storage.out_of_order_window, Duration::from_secs(600));
         assert_eq!(c.storage.wal_fsync, FsyncMode::Batch);
         assert_eq!(c.listen, "127.0.0.1:9201");
-        assert!(serde_yaml::from_str::<Config>("storage:\n  bogus: 1\n").is_err());
+        assert!(serde_saphyr::from_str::<Config>("storage:\n  bogus: 1\n").is_err());
+    }
+
+    /// Read as Prometheus' `yaml.UnmarshalStrict` reads its config: unknown fields and duplicate
+    /// keys are errors that give line and column, merge keys work.
+    #[test]
+    fn yaml_is_read_strictly_with_merge_keys() {
+        let text = "listen: 127.0.0.1:1\nstorage:\n  wal_fsync: batch\n  bogus: 1\n";
+        let e = serde_saphyr::from_str::<Config>(text).unwrap_err();
+        let loc = e.location().expect("a location");
+        assert_eq!((loc.line(), loc.column()), (4, 3), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+
+        let e = serde_saphyr::from_str::<Config>("storage:\n  wal_fsync: batch\n  wal_fsync: never\n").unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("duplicate"), "{e}");
+        assert_eq!(e.location().map(|l| l.line()), Some(3), "{e}");
+
+        // A merge key takes an anchored mapping's fields; the entry's own fields win.
+        let c: Config = serde_saphyr::from_str(
+            "auth:\n  tokens:\n    - &t {name: a, token: x, scopes: [read]}\n    - <<: *t\n      name: b\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.tokens.len(), 2);
+        assert_eq!((c.auth.tokens[1].name.as_str(), c.auth.tokens[1].token.as_str()), ("b", "x"));
     }
 
     #[test]
     fn body_read_timeout_is_a_duration_with_a_default() {
-        let c: Config = serde_yaml::from_str("{}").unwrap();
+        let c: Config = serde_saphyr::from_str("{}").unwrap();
         assert_eq!(c.ingest.body_read_timeout, Duration::from_secs(30));
         assert_eq!(c.ingest_limits().body_read_timeout, Duration::from_secs(30));
-        let c: Config = serde_yaml::from_str("ingest:\n  body_read_timeout: 1s\n").unwrap();
+        let c: Config = serde_saphyr::from_str("ingest:\n  body_read_timeout: 1s\n").unwrap();
         assert_eq!(c.ingest_limits().body_read_timeout, Duration::from_secs(1));
-        assert!(serde_yaml::from_str::<Config>("ingest:\n  body_read_timeout: 5\n").is_err());
+        assert!(serde_saphyr::from_str::<Config>("ingest:\n  body_read_timeout: 5\n").is_err());
     }
 
     #[test]
     fn a_proxy_may_not_point_at_toolwatch_itself() {
-        let mut cfg: Config = serde_yaml::from_str(
+        let mut cfg: Config = serde_saphyr::from_str(
             "listen: 127.0.0.1:9201\nproxies: [{target: a, upstream: \"http://localhost:9201/proxy/a/mcp\"}]",
         )
         .unwrap();

@@ -1,6 +1,7 @@
 //! toolwatch: a time-series store and alerting engine for MCP telemetry, in one binary.
 
 mod auth;
+mod build_info;
 mod config;
 mod mcp_stdio;
 mod proxy_stdio;
@@ -9,18 +10,23 @@ mod server;
 mod telemetry;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use config::Config;
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
     name = "toolwatch",
-    version,
+    version = env!("CARGO_PKG_VERSION"),
+    // `--version` prints Prometheus' shape (build_info.rs), which clap's own flag cannot.
+    disable_version_flag = true,
     about = "Time-series store and alerting engine for MCP telemetry.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Print the version, branch, revision, build date and platform, as Prometheus does.
+    #[arg(long, short = 'V')]
+    version: bool,
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -40,6 +46,13 @@ enum Cmd {
     /// Run a stdio MCP server behind a relay that records per-tool metrics into a running
     /// toolwatch: `toolwatch proxy --target NAME -- CMD ARGS...`.
     Proxy(proxy_stdio::ProxyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `toolwatch man > toolwatch.1`.
+    Man,
     /// Print every HTTP route with the scope a token needs for it (`open`: none), one per line,
     /// as the server with this config would mount them; exits 1 if a route declares no scope.
     /// (docs/security.md)
@@ -103,6 +116,10 @@ struct ServeArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if cli.version {
+        print!("{}", build_info::version_text());
+        return;
+    }
     let args = match cli.cmd {
         Some(Cmd::Serve(a)) => a,
         Some(Cmd::Rules(RulesCmd::Check { files })) => std::process::exit(check_rules(&files)),
@@ -114,6 +131,18 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        Some(Cmd::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "toolwatch", &mut std::io::stdout());
+            return;
+        }
+        Some(Cmd::Man) => {
+            let page = clap_mangen::Man::new(Cli::command()).date(build_info::build_day());
+            if let Err(e) = page.render(&mut std::io::stdout()) {
+                eprintln!("toolwatch man: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Some(Cmd::Routes { config }) => match print_routes(config.as_deref()) {
             Ok(code) => std::process::exit(code),
             Err(e) => {

@@ -43,7 +43,7 @@ pub fn run(a: McpArgs) -> Result<()> {
         cfg.query.max_concurrency,
         Arc::new(NoMetadata),
         RuntimeFacts::default(),
-        env!("CARGO_PKG_VERSION"),
+        &crate::build_info::BUILD,
         QueryMetrics::new(&mut registry),
     ));
     let backend = Arc::new(toolwatch_mcp::Backend {

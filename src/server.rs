@@ -50,7 +50,7 @@ impl toolwatch_mcp::ProbeErrors for ProbeNotes {
 
 /// The app being composed. Each router is mounted with the access its routes need, and every
 /// path it brings is recorded with that declaration, so a route cannot join the app without
-/// one; `toolwatch routes` and tests/security.rs check the result against the final router.
+/// one; `toolwatch routes` and tests/e2e/security.rs check the result against the final router.
 pub struct Mount {
     router: Router,
     declared: Vec<(String, Access)>,
@@ -202,7 +202,7 @@ pub fn app_routes(cfg: &Config) -> Result<Vec<(String, Option<Access>)>> {
         cfg.query.max_concurrency,
         Arc::new(Metadata(metadata)),
         RuntimeFacts::default(),
-        env!("CARGO_PKG_VERSION"),
+        &crate::build_info::BUILD,
         QueryMetrics::new(&mut telemetry.registry),
     ));
     let shared = Arc::new(GroupShared {
@@ -314,7 +314,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.query.max_concurrency,
         Arc::new(Metadata(metadata.clone())),
         runtime,
-        env!("CARGO_PKG_VERSION"),
+        &crate::build_info::BUILD,
         QueryMetrics::new(&mut telemetry.registry),
     ));
     let notifier = Notifier::new(cfg.notify_targets(), 10_000, Some(&mut telemetry.registry));

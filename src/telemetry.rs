@@ -29,6 +29,7 @@ impl Telemetry {
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("toolwatch_http_requests", "HTTP requests by handler and status code", http_requests.clone());
         registry.register_collector(Box::new(StorageCollector { db }));
+        crate::build_info::register(&mut registry);
         Telemetry { registry, http_requests }
     }
 

@@ -38,7 +38,8 @@ struct RawRule {
     record: Option<String>,
     #[serde(default)]
     alert: Option<String>,
-    expr: serde_yaml::Value,
+    /// A string; YAML reads `expr: 1` as one too, as Prometheus' yaml.Node does.
+    expr: String,
     #[serde(default, rename = "for")]
     for_: Option<String>,
     #[serde(default)]
@@ -101,9 +102,10 @@ fn line_of(text: &str, needle: &str, from: usize) -> Option<usize> {
 /// with `file:line` and the group and rule it belongs to.
 pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupSpec>> {
     let file = path.display().to_string();
-    let raw: RawFile = serde_yaml::from_str(text).map_err(|e| {
+    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| {
         let at = e.location().map(|l| format!("{file}:{}:{}", l.line(), l.column())).unwrap_or_else(|| file.clone());
-        AlertingError::Invalid(format!("{at}: {e}"))
+        let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+        AlertingError::Invalid(format!("{at}: {}", e.render_with_options(opts)))
     })?;
     let mut errors = Vec::new();
     let mut groups = Vec::new();
@@ -136,14 +138,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<GroupSpec>> {
             let rline = line_of(text, &name, line).unwrap_or(line);
             line = rline;
             let rctx = format!("{file}:{rline}: group {:?}, rule {} ({name:?})", g.name, i + 1);
-            let expr = match &r.expr {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
-                _ => {
-                    errors.push(format!("{rctx}: expr must be a string"));
-                    continue;
-                }
-            };
+            let expr = r.expr.clone();
             match (&r.record, &r.alert) {
                 (Some(_), Some(_)) => errors.push(format!("{rctx}: only one of 'record' and 'alert' must be set")),
                 (None, None) => errors.push(format!("{rctx}: one of 'record' or 'alert' must be set")),

@@ -93,7 +93,7 @@ type AlertSet = Vec<(LabelMap, LabelMap)>;
 /// block in promtool's shape.
 pub fn run_test_file(path: &Path) -> Result<(), Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-    let file: TestFile = serde_yaml::from_str(&text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let base = path.parent().unwrap_or(Path::new("."));
     let dur = |s: &str| parse_duration_ms(s).map_err(|e| vec![e]);
     let eval_interval = match &file.evaluation_interval {

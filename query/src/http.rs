@@ -83,8 +83,32 @@ pub struct QueryState {
     pub slots: Arc<tokio::sync::Semaphore>,
     pub metadata: Arc<dyn MetadataSource>,
     pub runtime: RuntimeFacts,
-    pub version: &'static str,
+    pub build: &'static BuildInfo,
     pub metrics: QueryMetrics,
+}
+
+/// What the binary was built from, for `/api/v1/status/buildinfo` (Prometheus' fields).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub revision: &'static str,
+    pub branch: &'static str,
+    pub build_user: &'static str,
+    pub build_date: &'static str,
+    /// The compiler, in the field Prometheus names `goVersion` (`rustc 1.95.0 (…)`).
+    pub rust_version: &'static str,
+}
+
+impl BuildInfo {
+    /// For tests and tools that know only a version.
+    pub const UNKNOWN: BuildInfo = BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        revision: "unknown",
+        branch: "unknown",
+        build_user: "unknown",
+        build_date: "unknown",
+        rust_version: "unknown",
+    };
 }
 
 impl QueryState {
@@ -94,7 +118,7 @@ impl QueryState {
         max_concurrency: usize,
         metadata: Arc<dyn MetadataSource>,
         runtime: RuntimeFacts,
-        version: &'static str,
+        build: &'static BuildInfo,
         metrics: QueryMetrics,
     ) -> QueryState {
         QueryState {
@@ -103,7 +127,7 @@ impl QueryState {
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1))),
             metadata,
             runtime,
-            version,
+            build,
             metrics,
         }
     }
@@ -608,13 +632,14 @@ async fn format_query(method: Method, headers: HeaderMap, RawQuery(raw): RawQuer
 
 async fn buildinfo(State(st): St) -> Response {
     // No `features` field: Grafana reads a non-empty one as "this is Mimir".
+    let b = st.build;
     let data = serde_json::json!({
-        "version": st.version,
-        "revision": "",
-        "branch": "",
-        "buildUser": "",
-        "buildDate": "",
-        "goVersion": "rust",
+        "version": b.version,
+        "revision": b.revision,
+        "branch": b.branch,
+        "buildUser": b.build_user,
+        "buildDate": b.build_date,
+        "goVersion": b.rust_version,
     });
     success(&data.to_string(), &[])
 }

@@ -2,12 +2,9 @@
 //! sessions and stateless 2026-07-28), its own telemetry stored in itself, and the HTTP guard
 //! (bearer tokens, Origin, rate and body limits).
 
-#[path = "../mcp/tests/support/client.rs"]
-mod client;
-mod common;
-use client::{call, eras, ok, text};
+use crate::client::{call, eras, ok, text};
 
-use common::{http, remote_write, Server};
+use crate::common::{http, remote_write, Server};
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
 use rmcp::service::{PeerRequestOptions, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -248,7 +245,7 @@ async fn tokens_origins_and_limits_guard_the_endpoints() {
     // Scopes: read queries, write ingests, admin flushes.
     let bearer = |t: &str| format!("Bearer {t}");
     assert_eq!(http(&a, "GET", q, &[("Authorization", &bearer("read-secret"))], &[]).unwrap().0, 200);
-    let body = common::remote_write_body(&[(vec![("__name__", "x")], vec![(now_ms(), 1.0)])]);
+    let body = crate::common::remote_write_body(&[(vec![("__name__", "x")], vec![(now_ms(), 1.0)])]);
     let rw = |t: &str| {
         http(
             &a,

@@ -101,7 +101,7 @@ async fn queue_time_is_the_wait_for_a_slot() {
         1,
         Arc::new(NoMetadata),
         RuntimeFacts::default(),
-        "test",
+        &toolwatch_query::http::BuildInfo::UNKNOWN,
         QueryMetrics::new(&mut registry),
     ));
     // Alone, a query does not wait.

@@ -2,9 +2,8 @@
 //! source sends (replayed as it sends them), Debian's promtool, Prometheus' error mapping and the
 //! configurable limits.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::process::Command;
 

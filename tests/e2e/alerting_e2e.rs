@@ -3,9 +3,8 @@
 //! `ALERTS` series, a webhook receiver in Alertmanager's payload format, and reloads (a bad
 //! one keeps the old rules). Needs /usr/bin/prometheus-alertmanager (scripts/test-deps.sh).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};

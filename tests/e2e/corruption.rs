@@ -1,9 +1,8 @@
 //! Damaged data directories: the server still starts, keeps what is intact, and reports what it
 //! dropped in its log and metrics.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use toolwatch_storage::{Db, DbOptions, LabelRef, Matcher};
 

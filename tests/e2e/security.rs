@@ -3,9 +3,8 @@
 //! tokens are configured; empty tokens are config errors; client-chosen MCP protocol versions do
 //! not grow toolwatch's own series. (docs/security.md)
 
-mod common;
 
-use common::{free_port, http, remote_write_body, Server, RW_HEADERS};
+use crate::common::{free_port, http, remote_write_body, Server, RW_HEADERS};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

@@ -5,9 +5,8 @@
 //! (relative tolerance 1e-6, NaN equals NaN, labels as sets).
 //! Needs /usr/bin/prometheus (installed by scripts/test-deps.sh, part of the README test command).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

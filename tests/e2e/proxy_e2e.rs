@@ -2,9 +2,8 @@
 //! server): the agent's session is byte-for-byte the same as a direct one, the calls show up in
 //! toolwatch per tool and target, and a session outlives the toolwatch it reports to.
 
-mod common;
 
-use common::{free_port, Server};
+use crate::common::{free_port, Server};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -339,7 +338,7 @@ fn eventually(addr: &str, auth: &[(&str, &str)], q: &str, want: impl Fn(&[Value]
     let began = Instant::now();
     loop {
         let (code, body) =
-            common::http(addr, "GET", &format!("/api/v1/query?query={}", common::urlencode(q)), auth, &[]).unwrap();
+            crate::common::http(addr, "GET", &format!("/api/v1/query?query={}", crate::common::urlencode(q)), auth, &[]).unwrap();
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
         let r =
             serde_json::from_slice::<Value>(&body).unwrap()["data"]["result"].as_array().cloned().unwrap_or_default();

@@ -1,9 +1,8 @@
 //! Remote-write status codes against the real binary: each bad request gets its code and a body
 //! that says why, and the valid part of a partly bad request is stored.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use prost::Message;
 use std::io::Write;
 use std::time::Duration;

@@ -3,9 +3,8 @@
 //! very values Prometheus stored itself at the same timestamps.
 //! Needs /usr/bin/prometheus (installed by scripts/test-deps.sh, part of the README test command).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use toolwatch_storage::{Db, DbOptions, Matcher};

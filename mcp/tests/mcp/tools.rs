@@ -12,8 +12,7 @@ use toolwatch_query::http::{MetadataSource, MetricMetadata, QueryState, RuntimeF
 use toolwatch_query::metrics::QueryMetrics;
 use toolwatch_storage::{Db, DbOptions, LabelRef};
 
-mod support;
-use support::client::{call, eras, ok, text};
+use crate::support::client::{call, eras, ok, text};
 
 struct Meta;
 impl MetadataSource for Meta {
@@ -105,7 +104,7 @@ fn fixture(opts: McpOptions, slow: bool) -> Fixture {
         1,
         Arc::new(Meta),
         RuntimeFacts::default(),
-        "test",
+        &toolwatch_query::http::BuildInfo::UNKNOWN,
         QueryMetrics::new(&mut registry),
     ));
     let metrics = McpMetrics::register(&mut registry);

@@ -2,9 +2,8 @@
 //! killed with SIGKILL at random moments. After each restart every acknowledged sample is there
 //! with its exact value, and nothing appears that was never sent.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

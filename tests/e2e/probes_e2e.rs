@@ -3,9 +3,8 @@
 //! whose tool list changes mid-test, one answering 401, one that hangs, and a stopped one — with
 //! the shipped "probe down" rule firing.
 
-mod common;
 
-use common::{free_port, http, Server};
+use crate::common::{free_port, http, Server};
 use rmcp::model::{ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn query(addr: &str, q: &str) -> Vec<Value> {
-    let path = format!("/api/v1/query?query={}", common::urlencode(q));
+    let path = format!("/api/v1/query?query={}", crate::common::urlencode(q));
     let (code, body) = http(addr, "GET", &path, &[], &[]).unwrap();
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     let v: Value = serde_json::from_slice(&body).unwrap();
@@ -328,7 +327,7 @@ async fn prober_reports_states_drift_and_the_down_rule_fires() {
 
 /// A private CA, a certificate it signed for localhost and 127.0.0.1, and a TLS terminator
 /// using it in front of `upstream`; returns the CA's path and the terminator's address.
-fn tls_in_front_of(dir: &std::path::Path, upstream: &str) -> (std::path::PathBuf, String, common::KillOnDrop) {
+fn tls_in_front_of(dir: &std::path::Path, upstream: &str) -> (std::path::PathBuf, String, crate::common::KillOnDrop) {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
     let openssl = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
@@ -364,7 +363,7 @@ fn tls_in_front_of(dir: &std::path::Path, upstream: &str) -> (std::path::PathBuf
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    (ca.into(), format!("127.0.0.1:{port}"), common::KillOnDrop(child))
+    (ca.into(), format!("127.0.0.1:{port}"), crate::common::KillOnDrop(child))
 }
 
 #[test]

@@ -8,9 +8,8 @@
 //! The ENOSPC tests need root to mount a small tmpfs; skipped (with a message) where mounting is
 //! not allowed.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 use toolwatch_storage::{Db, DbOptions, Matcher};

@@ -2,9 +2,8 @@
 //! `auto` modes, and stdio through `toolwatch mcp` both relaying to a running server and
 //! opening a store itself.
 
-mod common;
 
-use common::{remote_write, Server};
+use crate::common::{remote_write, Server};
 use std::process::Command;
 
 fn now_ms() -> i64 {
@@ -40,8 +39,8 @@ fn python_mcp_available() -> bool {
 /// Calls of the `query` tool through a proxy, by outcome.
 fn outcomes(addr: &str, target: &str) -> Vec<(String, String)> {
     let q =
-        common::urlencode(&format!("sum by (status) (mcp_tool_calls_total{{target=\"{target}\", tool=\"query\"}})"));
-    let (_, body) = common::http(addr, "GET", &format!("/api/v1/query?query={q}"), &[], &[]).unwrap();
+        crate::common::urlencode(&format!("sum by (status) (mcp_tool_calls_total{{target=\"{target}\", tool=\"query\"}})"));
+    let (_, body) = crate::common::http(addr, "GET", &format!("/api/v1/query?query={q}"), &[], &[]).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let mut got: Vec<(String, String)> = v["data"]["result"]
         .as_array()
@@ -69,7 +68,7 @@ fn python_client_over_http_and_stdio() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", common::free_port());
+    let addr = format!("127.0.0.1:{}", crate::common::free_port());
     let cfg = dir.path().join("toolwatch.yml");
     let proxies =
         format!("self_monitoring: {{interval: 1s}}\nproxies: [{{target: pyhttp, upstream: \"http://{addr}/mcp\"}}]\n");

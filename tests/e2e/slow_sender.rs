@@ -2,9 +2,8 @@
 //! that stops arriving gets 408 naming `ingest.body_read_timeout` and gives its slot back, and
 //! `/api/v1/probes` refuses a body over `ingest.max_body_bytes` as it arrives, not after it.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
