@@ -244,6 +244,29 @@ fn rule_file_errors_name_file_line_group_and_rule() {
     assert!(err.starts_with("x.yml:3:"), "{err}");
 }
 
+/// Rule files are PromQL any user writes: a deep expression loads and evaluates (on a tokio
+/// worker's 2 MiB stack, where rules run), and one past `query.max_expression_depth` is a load
+/// error naming the rule and the setting, never a crash.
+#[test]
+fn deep_expressions_load_and_run_or_name_the_limit() {
+    let nest = |n: usize| format!("{}vector(1){}", "abs(".repeat(n), ")".repeat(n));
+    let file = |name: &str, expr: String| format!("groups:\n  - name: g\n    rules:\n      - record: {name}\n        expr: '{expr}'\n");
+    let ok = file("deep:one", nest(10_000));
+    let too_deep = file("deep:too", nest(30_000));
+    let on_small_stack = |f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().stack_size(2 << 20).spawn(f).unwrap().join().unwrap();
+    on_small_stack(Box::new(move || {
+        let (_d, db) = db();
+        let g = group(&ok);
+        g.eval(&db, &shared(), T0, false);
+        assert_eq!(query(&db, "deep:one", T0), [(r#"{__name__="deep:one"}"#.to_string(), 1.0)]);
+    }));
+    on_small_stack(Box::new(move || {
+        let err = parse_rule_file(Path::new("deep.yml"), &too_deep).unwrap_err().to_string();
+        assert!(err.contains("group \"g\", rule 1 (\"deep:too\")"), "{}", &err[..err.len().min(300)]);
+        assert!(err.contains("query.max_expression_depth = 25000"), "{}", &err[..err.len().min(300)]);
+    }));
+}
+
 #[test]
 fn query_offset_evaluates_in_the_past_and_writes_there() {
     let (_d, db) = db();

@@ -250,6 +250,15 @@ async fn errors_an_agent_can_act_on() {
             "{t}"
         );
 
+        // Deep queries answer (10,000 levels); past query.max_expression_depth the result is an
+        // error that names the setting, and the server goes on answering.
+        let nest = |n: usize| format!("{}vector(1){}", "abs(".repeat(n), ")".repeat(n));
+        let q = ok(&call(&c, "query", json!({"query": nest(10_000)})).await);
+        assert_eq!(q["result"][0]["value"][1], "1", "{era}: {q}");
+        let r = call(&c, "query", json!({"query": nest(30_000)})).await;
+        assert_eq!(r.is_error, Some(true), "{era}");
+        assert!(text(&r).contains("query.max_expression_depth"), "{era}: {}", text(&r));
+
         let r = call(&c, "label_values", json!({"label": "tol"})).await;
         assert!(text(&r).contains("closest label names: tool"), "{}", text(&r));
 
